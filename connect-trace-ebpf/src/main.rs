@@ -1,0 +1,199 @@
+//! connect-trace kernel programs.
+//!
+//! `enter_connect` saves the arguments of each connect() call (copying the
+//! socket address out of user memory while it is still what the caller
+//! passed) in a per-thread in-flight map; `exit_connect` joins them with the
+//! return value and sends one [`ConnectRecord`] to the daemon.
+//!
+//! No kernel struct layout is compiled in: the tracepoint field offsets come
+//! from tracefs `format` files, read by the loader and set as globals.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    Global,
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use connect_trace_common::{
+    ConnectRecord, InFlight, SOCKADDR_MAX, addr_flags, counter, record_kind,
+};
+
+#[unsafe(no_mangle)]
+static FILTER_TGID: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static FAILURES_ONLY: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+static ENTER_FD_OFFSET: Global<u32> = Global::new(16);
+#[unsafe(no_mangle)]
+static ENTER_ADDR_OFFSET: Global<u32> = Global::new(24);
+#[unsafe(no_mangle)]
+static ENTER_ADDRLEN_OFFSET: Global<u32> = Global::new(32);
+#[unsafe(no_mangle)]
+static EXIT_RET_OFFSET: Global<u32> = Global::new(16);
+
+/// Sized by the loader (`--ring-buffer-size`); this is only the default.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// LRU so that a thread that never reaches the exit tracepoint (killed in
+/// the syscall, or the programs detached between entry and exit) cannot
+/// leak a slot: the oldest entry is reused.
+#[map]
+static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// One-slot scratch space: an `InFlight` is too large to build on the
+/// 512-byte BPF stack comfortably, so it is assembled here and copied in.
+#[map]
+static SCRATCH: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(slot) {
+        // Per-CPU slot and tracepoint programs do not nest on one CPU, so a
+        // plain add cannot race.
+        unsafe { *value += 1 };
+    }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filter = FILTER_TGID.load();
+    if filter != 0 && (pid_tgid >> 32) as u32 != filter {
+        return 0;
+    }
+    let _ = save_in_flight(&ctx, pid_tgid);
+    0
+}
+
+fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let fd: u64 = unsafe { ctx.read_at(ENTER_FD_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let uaddr: u64 =
+        unsafe { ctx.read_at(ENTER_ADDR_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let addrlen: u64 =
+        unsafe { ctx.read_at(ENTER_ADDRLEN_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return Err(-1);
+    };
+    let slot = unsafe { &mut *slot };
+    slot.start_ns = unsafe { bpf_ktime_get_ns() };
+    slot.fd = fd as i32;
+    slot.addrlen = addrlen as i32;
+    slot.addr_flags = 0;
+    slot.reserved = 0;
+    // Scratch is reused: clear the family so a failed read is not mistaken
+    // for the previous call's address.
+    slot.addr[0] = 0;
+    slot.addr[1] = 0;
+    // The length is read back from map memory with a volatile load so that
+    // the register bounded by the check below is the one passed to the
+    // helper; otherwise LLVM checks a shifted copy, which the verifier
+    // cannot relate to the argument. As unsigned, negative lengths are
+    // larger than SOCKADDR_MAX too.
+    let len = unsafe { core::ptr::read_volatile(core::ptr::from_ref(&slot.addrlen).cast::<u32>()) };
+    if len > SOCKADDR_MAX as u32 {
+        slot.addr_flags = addr_flags::BAD_LENGTH;
+    } else if len > 0 {
+        let ret = unsafe {
+            generated::bpf_probe_read_user(
+                slot.addr.as_mut_ptr().cast(),
+                len,
+                uaddr as *const core::ffi::c_void,
+            )
+        };
+        if ret != 0 {
+            slot.addr_flags = addr_flags::UNREADABLE;
+        }
+    }
+    if IN_FLIGHT
+        .insert(&pid_tgid, slot, u64::from(BPF_ANY))
+        .is_err()
+    {
+        count(counter::IN_FLIGHT_FULL);
+    }
+    Ok(())
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filter = FILTER_TGID.load();
+    if filter != 0 && (pid_tgid >> 32) as u32 != filter {
+        return 0;
+    }
+    let _ = emit_record(&ctx, pid_tgid);
+    0
+}
+
+fn emit_record(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
+    let Some(in_flight) = IN_FLIGHT.get_ptr(&pid_tgid) else {
+        count(counter::EXIT_WITHOUT_ENTRY);
+        return Ok(());
+    };
+    let in_flight = unsafe { &*in_flight };
+    let ret: i64 = unsafe { ctx.read_at(EXIT_RET_OFFSET.load() as usize) }.map_err(i64::from)?;
+    if ret == 0 && FAILURES_ONLY.load() != 0 {
+        let _ = IN_FLIGHT.remove(&pid_tgid);
+        return Ok(());
+    }
+    count(counter::ATTEMPTS);
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        count(counter::RINGBUF_FULL);
+        let _ = IN_FLIGHT.remove(&pid_tgid);
+        return Ok(());
+    };
+    let record = entry.as_mut_ptr();
+    let uid_gid = bpf_get_current_uid_gid();
+    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe {
+        (*record).kind = record_kind::CONNECT;
+        (*record).tgid = (pid_tgid >> 32) as u32;
+        (*record).tid = pid_tgid as u32;
+        (*record).uid = uid_gid as u32;
+        (*record).gid = (uid_gid >> 32) as u32;
+        (*record).fd = in_flight.fd;
+        (*record).ret = ret as i32;
+        (*record).addrlen = in_flight.addrlen;
+        (*record).addr_flags = in_flight.addr_flags;
+        (*record).reserved = 0;
+        (*record).start_ns = in_flight.start_ns;
+        (*record).latency_ns = now.wrapping_sub(in_flight.start_ns);
+        (*record).cgroup_id = bpf_get_current_cgroup_id();
+        (*record).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*record).addr = in_flight.addr;
+    }
+    let _ = IN_FLIGHT.remove(&pid_tgid);
+    // A wakeup per record costs far more than the record itself (an IPI and
+    // a context switch), so records normally go in silently and the daemon
+    // polls. Once enough is queued to matter, wake it so the buffer cannot
+    // fill while it sleeps.
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(u64::from(flags));
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

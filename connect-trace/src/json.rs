@@ -1,0 +1,356 @@
+//! JSON Lines rendering of connect() attempts (schema: `docs/json-schema.md`).
+//!
+//! Every line is one valid JSON object whatever the kernel handed us. A comm
+//! or a unix path is chosen by the traced program and may hold quotes,
+//! newlines, control bytes or invalid UTF-8: serde_json escapes the first
+//! three, so no record can end early or forge another line. Invalid UTF-8 is
+//! replaced by U+FFFD in the text field, and the exact bytes are kept,
+//! hex-encoded, in a sibling `*_hex` field that is present only then.
+
+use std::{borrow::Cow, fmt::Write as _, io};
+
+use serde::{Serialize, Serializer};
+
+use crate::{
+    attempt::ConnectAttempt,
+    clock::WallClock,
+    errno,
+    sockaddr::{Address, Family},
+};
+
+/// Renders attempts as JSON Lines into a byte buffer.
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    clock: WallClock,
+}
+
+impl JsonLines {
+    /// A renderer that maps kernel timestamps with `clock`.
+    pub const fn new(clock: WallClock) -> Self {
+        Self { clock }
+    }
+
+    /// Updates the monotonic-to-wall-clock offset (call once per batch).
+    pub fn resync_clock(&mut self) {
+        self.clock.resync();
+    }
+
+    /// Appends one line for `attempt` (with its trailing newline) to `out`.
+    pub fn write_attempt<W: io::Write>(
+        &self,
+        out: &mut W,
+        attempt: &ConnectAttempt,
+    ) -> io::Result<()> {
+        let destination = attempt.destination();
+        let comm = Text::new(attempt.comm());
+        let addr = match destination.address {
+            Address::None => None,
+            Address::V4(ip) => Some(Text::owned(ip.to_string())),
+            Address::V6(ip) => Some(Text::owned(ip.to_string())),
+            Address::UnixPath(path) => Some(Text::new(path)),
+            Address::UnixAbstract(name) => Some(Text::abstract_name(name)),
+        };
+        let errno = attempt.errno();
+        let record = ConnectLine {
+            kind: "connect",
+            ts: Rfc3339(self.clock.to_system_time(attempt.start_monotonic_ns())),
+            pid: attempt.pid(),
+            tid: attempt.tid(),
+            uid: attempt.uid(),
+            gid: attempt.gid(),
+            comm: &comm.text,
+            comm_hex: comm.hex.as_deref(),
+            cgroup_id: attempt.cgroup_id(),
+            fd: attempt.fd(),
+            family: destination.family,
+            addr: addr.as_ref().map(|addr| addr.text.as_ref()),
+            addr_hex: addr.as_ref().and_then(|addr| addr.hex.as_deref()),
+            port: destination.port,
+            scope_id: destination.scope_id,
+            addrlen: attempt.addrlen(),
+            addr_error: destination.problem.map(|problem| problem.name()),
+            ret: attempt.ret(),
+            errno,
+            errno_name: errno::name(errno),
+            latency_ns: attempt.latency_ns(),
+        };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")
+    }
+}
+
+/// The `"type":"connect"` record. Field order is the documented order.
+#[derive(Serialize)]
+struct ConnectLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: Rfc3339,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    comm: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm_hex: Option<&'a str>,
+    cgroup_id: u64,
+    fd: i32,
+    #[serde(serialize_with = "family")]
+    family: Option<Family>,
+    addr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addr_hex: Option<&'a str>,
+    port: Option<u16>,
+    scope_id: Option<u32>,
+    addrlen: i32,
+    addr_error: Option<&'static str>,
+    ret: i32,
+    errno: i32,
+    errno_name: Option<&'static str>,
+    latency_ns: u64,
+}
+
+/// A timestamp rendered as RFC 3339 UTC with nanoseconds, written straight
+/// into the output without an intermediate `String`.
+struct Rfc3339(std::time::SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
+    }
+}
+
+/// `"inet"`, `"inet6"`, `"unix"`, `"unspec"`, the family number for any
+/// other family, or `null` when not even the family could be read.
+fn family<S: Serializer>(family: &Option<Family>, serializer: S) -> Result<S::Ok, S::Error> {
+    match family {
+        None => serializer.serialize_none(),
+        Some(Family::Other(number)) => serializer.serialize_u16(*number),
+        Some(known) => serializer.serialize_str(known.name().unwrap_or_default()),
+    }
+}
+
+/// Bytes chosen by the traced program, made safe for a JSON string.
+struct Text<'a> {
+    /// The bytes as text; invalid UTF-8 sequences become U+FFFD.
+    text: Cow<'a, str>,
+    /// Lowercase hex of the exact bytes, only when they are not UTF-8.
+    hex: Option<String>,
+}
+
+impl<'a> Text<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self {
+                text: Cow::Borrowed(text),
+                hex: None,
+            },
+            Err(_) => Self {
+                text: String::from_utf8_lossy(bytes),
+                hex: Some(hex(bytes)),
+            },
+        }
+    }
+
+    const fn owned(text: String) -> Self {
+        Self {
+            text: Cow::Owned(text),
+            hex: None,
+        }
+    }
+
+    /// An abstract unix name is shown as `@name`; the hex, when present,
+    /// holds the name's bytes without the `@`.
+    fn abstract_name(name: &'a [u8]) -> Self {
+        let Text { text, hex } = Self::new(name);
+        Self {
+            text: Cow::Owned(format!("@{text}")),
+            hex,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use connect_trace_common::{COMM_LEN, ConnectRecord};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{attempt::tests::sample_record, sockaddr};
+
+    fn render(record: ConnectRecord) -> (String, Value) {
+        let mut out = Vec::new();
+        JsonLines::default()
+            .write_attempt(&mut out, &ConnectAttempt::from_record(record))
+            .unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "exactly one line: {line:?}");
+        let value = serde_json::from_str(line.trim_end()).unwrap();
+        (line, value)
+    }
+
+    fn with_comm(comm: &[u8]) -> ConnectRecord {
+        let mut record = sample_record();
+        record.comm = [0; COMM_LEN];
+        record.comm[..comm.len()].copy_from_slice(comm);
+        record
+    }
+
+    fn with_unix_path(path: &[u8]) -> ConnectRecord {
+        let mut record = sample_record();
+        record.addr = [0; 128];
+        record.addr[..2].copy_from_slice(&sockaddr::AF_UNIX.to_ne_bytes());
+        record.addr[2..2 + path.len()].copy_from_slice(path);
+        record.addrlen = i32::try_from(2 + path.len()).unwrap();
+        record
+    }
+
+    #[test]
+    fn renders_every_documented_field() {
+        let (line, value) = render(sample_record());
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        // `Value` sorts its keys; order them as they stand in the line.
+        keys.sort_by_key(|key| line.find(&format!("\"{key}\":")));
+        assert_eq!(
+            keys,
+            [
+                "type",
+                "ts",
+                "pid",
+                "tid",
+                "uid",
+                "gid",
+                "comm",
+                "cgroup_id",
+                "fd",
+                "family",
+                "addr",
+                "port",
+                "scope_id",
+                "addrlen",
+                "addr_error",
+                "ret",
+                "errno",
+                "errno_name",
+                "latency_ns"
+            ]
+        );
+        assert_eq!(value["type"], "connect");
+        assert_eq!(value["pid"], 42);
+        assert_eq!(value["tid"], 43);
+        assert_eq!(value["comm"], "curl");
+        assert_eq!(value["family"], "inet");
+        assert_eq!(value["addr"], "127.0.0.1");
+        assert_eq!(value["port"], 80);
+        assert_eq!(value["ret"], -111);
+        assert_eq!(value["errno"], 111);
+        assert_eq!(value["errno_name"], "ECONNREFUSED");
+        assert_eq!(value["latency_ns"], 12_345);
+    }
+
+    #[test]
+    fn timestamp_is_rfc3339_utc_with_nanoseconds() {
+        let (_, value) = render(sample_record());
+        let ts = value["ts"].as_str().unwrap();
+        assert!(ts.ends_with('Z'), "{ts}");
+        let fraction = ts.rsplit('.').next().unwrap();
+        assert_eq!(fraction.len(), "123456789Z".len(), "{ts}");
+        humantime::parse_rfc3339(ts).unwrap();
+    }
+
+    #[test]
+    fn success_has_null_errno_name() {
+        let mut record = sample_record();
+        record.ret = 0;
+        let (_, value) = render(record);
+        assert_eq!(value["errno"], 0);
+        assert_eq!(value["errno_name"], Value::Null);
+    }
+
+    #[test]
+    fn hostile_comm_cannot_forge_a_line() {
+        let (line, value) = render(with_comm(b"a\"b\\c\n{\"x\":1}"));
+        assert_eq!(value["comm"], "a\"b\\c\n{\"x\":1}");
+        assert!(value.get("comm_hex").is_none());
+        assert!(line.contains(r#""comm":"a\"b\\c\n{\"x\":1}""#), "{line}");
+    }
+
+    #[test]
+    fn control_bytes_are_escaped() {
+        let (line, value) = render(with_comm(b"\x01\x1b[31m\x7f\t"));
+        assert_eq!(value["comm"], "\u{1}\u{1b}[31m\u{7f}\t");
+        assert!(!line.trim_end().bytes().any(|byte| byte < 0x20), "{line:?}");
+    }
+
+    #[test]
+    fn invalid_utf8_comm_is_recoverable_from_hex() {
+        let (_, value) = render(with_comm(b"x\xff\xfey"));
+        assert_eq!(value["comm"], "x\u{fffd}\u{fffd}y");
+        assert_eq!(value["comm_hex"], "78fffe79");
+    }
+
+    #[test]
+    fn unix_paths_plain_abstract_and_hostile() {
+        let (_, value) = render(with_unix_path(b"/run/app.sock\0"));
+        assert_eq!(value["family"], "unix");
+        assert_eq!(value["addr"], "/run/app.sock");
+        assert_eq!(value["port"], Value::Null);
+
+        let (_, value) = render(with_unix_path(b"\0my-abstract"));
+        assert_eq!(value["addr"], "@my-abstract");
+
+        let (_, value) = render(with_unix_path(b"/tmp/\"\n\xc3("));
+        assert_eq!(value["addr"], "/tmp/\"\n\u{fffd}(");
+        assert_eq!(value["addr_hex"], "2f746d702f220ac328");
+    }
+
+    #[test]
+    fn inet6_unspec_and_unknown_families() {
+        let mut record = sample_record();
+        record.addr = [0; 128];
+        record.addr[..2].copy_from_slice(&sockaddr::AF_INET6.to_ne_bytes());
+        record.addr[2..4].copy_from_slice(&443u16.to_be_bytes());
+        record.addr[8..24].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        record.addr[24..28].copy_from_slice(&5u32.to_ne_bytes());
+        record.addrlen = 28;
+        let (_, value) = render(record);
+        assert_eq!(value["family"], "inet6");
+        assert_eq!(value["addr"], "::1");
+        assert_eq!(value["port"], 443);
+        assert_eq!(value["scope_id"], 5);
+
+        record.addr[..2].copy_from_slice(&sockaddr::AF_UNSPEC.to_ne_bytes());
+        let (_, value) = render(record);
+        assert_eq!(value["family"], "unspec");
+        assert_eq!(value["addr"], Value::Null);
+
+        record.addr[..2].copy_from_slice(&17u16.to_ne_bytes());
+        let (_, value) = render(record);
+        assert_eq!(value["family"], 17);
+    }
+
+    #[test]
+    fn unreadable_and_bad_length_addresses() {
+        let mut record = sample_record();
+        record.addr_flags = connect_trace_common::addr_flags::UNREADABLE;
+        let (_, value) = render(record);
+        assert_eq!(value["family"], Value::Null);
+        assert_eq!(value["addr"], Value::Null);
+        assert_eq!(value["addr_error"], "unreadable");
+
+        let mut record = sample_record();
+        record.addrlen = 5;
+        let (_, value) = render(record);
+        assert_eq!(value["addr_error"], "truncated");
+        assert_eq!(value["addrlen"], 5);
+    }
+}

@@ -1,0 +1,237 @@
+//! Loading the kernel programs and attaching them to the connect() syscall
+//! tracepoints.
+//!
+//! Dropping a [`Tracer`] detaches and unloads everything it loaded.
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use connect_trace_common::{counter, global, map, program};
+use thiserror::Error;
+
+use crate::{
+    privileges,
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// The compiled kernel programs, built from `connect-trace-ebpf` by
+/// `build.rs`.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connect-trace"));
+
+/// Default ring buffer size: about 20,000 records of 208 bytes, or 200 ms
+/// of a 100,000 connects/s burst between two polls.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+
+const PAGE_SIZE: u32 = 4096;
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub struct TracerConfig {
+    /// Trace only this process (tgid); `None` traces every process.
+    pub pid: Option<u32>,
+    /// Skip calls that returned 0, in the kernel.
+    pub failures_only: bool,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        Self {
+            pid: None,
+            failures_only: false,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Why the tracer could not start.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The process lacks the capabilities to load eBPF programs.
+    #[error("connect-trace needs root, or {}; this process lacks {}", "CAP_BPF and CAP_PERFMON", .missing.join(" and "))]
+    MissingPrivileges {
+        /// Names of the missing capabilities.
+        missing: Vec<&'static str>,
+    },
+    /// The ring buffer size is not one the kernel accepts.
+    #[error("ring buffer size {bytes} must be a power of two and at least {PAGE_SIZE} bytes")]
+    RingBufferSize {
+        /// The size asked for.
+        bytes: u32,
+    },
+    /// tracefs is missing or a tracepoint does not exist.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// The kernel refused the object (no BPF support, verifier, limits).
+    #[error("loading the eBPF programs failed (is BPF enabled in this kernel?): {0}")]
+    Load(#[source] EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("{action} {name} failed: {source}")]
+    Program {
+        /// "loading" or "attaching".
+        action: &'static str,
+        /// The program or tracepoint.
+        name: &'static str,
+        /// The underlying error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map the object should contain is missing or has the wrong type.
+    #[error("map {name}: {source}")]
+    Map {
+        /// The map name.
+        name: &'static str,
+        /// The underlying error.
+        #[source]
+        source: MapError,
+    },
+    /// A map the object should contain is absent.
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+}
+
+/// Counters kept by the kernel programs, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Calls that passed the filters and produced a record.
+    pub attempts: u64,
+    /// Records dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Exits seen without a matching entry (in flight when attached).
+    pub exit_without_entry: u64,
+    /// Entries the in-flight map refused.
+    pub in_flight_full: u64,
+}
+
+/// The loaded and attached kernel programs.
+pub struct Tracer {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    program_ids: Vec<u32>,
+}
+
+impl Tracer {
+    /// Loads the programs with `config` baked in and attaches them.
+    pub fn load(config: &TracerConfig) -> Result<Self, LoadError> {
+        let missing = privileges::missing_for_tracing();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingPrivileges {
+                missing: missing.iter().map(|cap| cap.name).collect(),
+            });
+        }
+        let bytes = config.ring_buffer_bytes;
+        if !bytes.is_power_of_two() || bytes < PAGE_SIZE {
+            return Err(LoadError::RingBufferSize { bytes });
+        }
+        let tracefs = Tracefs::find_or_mount()?;
+        let enter_fd = tracefs.field_offset("syscalls", "sys_enter_connect", "fd")?;
+        let enter_addr = tracefs.field_offset("syscalls", "sys_enter_connect", "uservaddr")?;
+        let enter_addrlen = tracefs.field_offset("syscalls", "sys_enter_connect", "addrlen")?;
+        let exit_ret = tracefs.field_offset("syscalls", "sys_exit_connect", "ret")?;
+        let filter_tgid = config.pid.unwrap_or(0);
+        let failures_only = u32::from(config.failures_only);
+        // Wake the reader early once a quarter of the buffer is queued.
+        let wakeup_bytes = u64::from(bytes / 4);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(global::FILTER_TGID, &filter_tgid, true)
+            .override_global(global::FAILURES_ONLY, &failures_only, true)
+            .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(global::ENTER_FD_OFFSET, &enter_fd, true)
+            .override_global(global::ENTER_ADDR_OFFSET, &enter_addr, true)
+            .override_global(global::ENTER_ADDRLEN_OFFSET, &enter_addrlen, true)
+            .override_global(global::EXIT_RET_OFFSET, &exit_ret, true)
+            .map_max_entries(map::EVENTS, bytes)
+            .load(PROGRAMS)
+            .map_err(LoadError::Load)?;
+
+        let mut program_ids = Vec::new();
+        for (name, tracepoint) in [
+            (program::ENTER_CONNECT, "sys_enter_connect"),
+            (program::EXIT_CONNECT, "sys_exit_connect"),
+        ] {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::Program {
+                    action: "finding",
+                    name,
+                    source: ProgramError::NotLoaded,
+                })?
+                .try_into()
+                .map_err(|source| LoadError::Program {
+                    action: "loading",
+                    name,
+                    source,
+                })?;
+            program.load().map_err(|source| LoadError::Program {
+                action: "loading",
+                name,
+                source,
+            })?;
+            program
+                .attach("syscalls", tracepoint)
+                .map_err(|source| LoadError::Program {
+                    action: "attaching",
+                    name,
+                    source,
+                })?;
+            let id = program
+                .info()
+                .map_err(|source| LoadError::Program {
+                    action: "inspecting",
+                    name,
+                    source,
+                })?
+                .id();
+            program_ids.push(id);
+        }
+
+        let counters = ebpf
+            .take_map(map::COUNTERS)
+            .ok_or(LoadError::MissingMap(map::COUNTERS))?;
+        let counters = PerCpuArray::try_from(counters).map_err(|source| LoadError::Map {
+            name: map::COUNTERS,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            counters,
+            program_ids,
+        })
+    }
+
+    /// Takes the ring buffer that carries the records; `None` if already
+    /// taken.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let events = self
+            .ebpf
+            .take_map(map::EVENTS)
+            .ok_or(LoadError::MissingMap(map::EVENTS))?;
+        RingBuf::try_from(events).map_err(|source| LoadError::Map {
+            name: map::EVENTS,
+            source,
+        })
+    }
+
+    /// The kernel ids of the attached programs (as `bpftool prog list`
+    /// shows them).
+    pub fn program_ids(&self) -> &[u32] {
+        &self.program_ids
+    }
+
+    /// Reads the kernel counters.
+    pub fn counters(&self) -> Result<KernelCounters, MapError> {
+        let read =
+            |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
+        debug_assert_eq!(counter::COUNT, 4);
+        Ok(KernelCounters {
+            attempts: read(counter::ATTEMPTS)?,
+            ringbuf_full: read(counter::RINGBUF_FULL)?,
+            exit_without_entry: read(counter::EXIT_WITHOUT_ENTRY)?,
+            in_flight_full: read(counter::IN_FLIGHT_FULL)?,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Reading records from the ring buffer without a wakeup per record.
+//!
+//! The kernel programs submit most records silently (a wakeup costs more
+//! than the rest of the tracing together), so the reader drains the buffer
+//! on a short timer, and also whenever the kernel does wake it because the
+//! buffer is filling up.
+
+use std::{io, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::{Interval, MissedTickBehavior, interval},
+};
+
+use crate::attempt::ConnectAttempt;
+
+/// How often the ring buffer is drained when nothing wakes the reader.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Drains the ring buffer and decodes its records.
+pub struct EventReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+    poll: Interval,
+    undecodable: u64,
+}
+
+impl EventReader {
+    /// A reader that drains `ring` at least every `poll_interval`. Must be
+    /// called inside a tokio runtime.
+    pub fn new(ring: RingBuf<MapData>, poll_interval: Duration) -> io::Result<Self> {
+        let mut poll = interval(poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // SAFETY: the ring buffer owns its map fd, which stays open and
+        // unchanged until the `RingBuf` (owned by the `AsyncFd`) is dropped.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Self {
+            ring,
+            poll,
+            undecodable: 0,
+        })
+    }
+
+    /// Waits until records may be waiting: the kernel woke us, or the poll
+    /// interval passed. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        tokio::select! {
+            guard = self.ring.readable_mut() => guard?.clear_ready(),
+            _ = self.poll.tick() => {}
+        }
+        Ok(())
+    }
+
+    /// Hands every waiting record to `on_attempt`, in order, and returns how
+    /// many there were. Records that do not decode are counted in
+    /// [`EventReader::undecodable`] and skipped.
+    pub fn drain<E>(
+        &mut self,
+        mut on_attempt: impl FnMut(&ConnectAttempt) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let ring = self.ring.get_mut();
+        let mut delivered = 0;
+        while let Some(item) = ring.next() {
+            match ConnectAttempt::decode(&item) {
+                Ok(attempt) => {
+                    delivered += 1;
+                    on_attempt(&attempt)?;
+                }
+                Err(_) => self.undecodable += 1,
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Records skipped because they did not decode (an ABI mismatch).
+    pub const fn undecodable(&self) -> u64 {
+        self.undecodable
+    }
+}

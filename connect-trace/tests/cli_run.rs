@@ -1,0 +1,367 @@
+//! `connect-trace run` as a user runs it: a child process, JSON Lines on
+//! stdout or in a file, signals to stop it.
+//!
+//! Needs root (`cargo xtask test` runs it so in CI).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic to fail the test"
+)]
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use common::{RawAddr, closed_port, gettid, require_root, tcp_connect};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `connect-trace run` and its output, line by line.
+struct Daemon {
+    child: Child,
+    stdout: Option<Receiver<String>>,
+    stderr: Receiver<String>,
+    program_ids: Vec<u32>,
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+impl Daemon {
+    /// Starts `connect-trace run ARGS` through `wrapper` (a command and its
+    /// arguments placed before the binary), and waits until it is attached.
+    fn start_with(wrapper: &[&str], args: &[&str]) -> Self {
+        require_root();
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
+        let mut child = command
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let banner = stderr.recv_timeout(TIMEOUT).unwrap_or_else(|error| {
+            panic!(
+                "no start-up line from connect-trace ({error}); status {:?}",
+                child.try_wait()
+            )
+        });
+        assert!(banner.contains("tracing connect()"), "unexpected: {banner}");
+        let program_ids = parse_program_ids(&banner);
+        assert_eq!(program_ids.len(), 2, "{banner}");
+        Self {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            program_ids,
+        }
+    }
+
+    fn start(args: &[&str]) -> Self {
+        Self::start_with(&[], args)
+    }
+
+    /// The next stdout record from thread `tid`, parsed.
+    fn record_of(&self, tid: u32) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        let stdout = self.stdout.as_ref().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|error| panic!("no record from tid {tid}: {error}"));
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|error| panic!("invalid JSON line {line:?}: {error}"));
+            if value["tid"] == tid {
+                return value;
+            }
+        }
+    }
+
+    /// Sends `signal`, waits for the exit, and returns the status and the
+    /// rest of stderr.
+    fn stop(mut self, signal: libc::c_int) -> (ExitStatus, String) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: plain syscall on our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let status = wait_timeout(&mut self.child, TIMEOUT).expect("connect-trace did not stop");
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (status, stderr.join("\n"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        // Polling a child's exit: there is no portable blocking wait with a
+        // deadline, and the check is cheap.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// "… with programs [12, 13]; …" → [12, 13]
+fn parse_program_ids(banner: &str) -> Vec<u32> {
+    let Some(start) = banner.find('[') else {
+        return Vec::new();
+    };
+    let Some(end) = banner[start..].find(']') else {
+        return Vec::new();
+    };
+    banner[start + 1..start + end]
+        .split(',')
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+fn loaded_program_ids() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|program| program.id())
+        .collect()
+}
+
+fn refused_connect() -> u16 {
+    let port = closed_port("127.0.0.1");
+    let (_fd, errno) = tcp_connect(&RawAddr::inet(Ipv4Addr::LOCALHOST, port), libc::AF_INET);
+    assert_eq!(errno, libc::ECONNREFUSED);
+    port
+}
+
+fn own_pid() -> String {
+    std::process::id().to_string()
+}
+
+#[test]
+fn streams_a_json_line_per_connect_promptly() {
+    let daemon = Daemon::start(&["--pid", &own_pid()]);
+    let sent = Instant::now();
+    let port = refused_connect();
+    let record = daemon.record_of(gettid());
+    let delay = sent.elapsed();
+    assert!(delay < Duration::from_millis(500), "record took {delay:?}");
+    assert_eq!(record["type"], "connect");
+    assert_eq!(record["pid"], std::process::id());
+    assert_eq!(record["family"], "inet");
+    assert_eq!(record["addr"], "127.0.0.1");
+    assert_eq!(record["port"], port);
+    assert_eq!(record["ret"], -libc::ECONNREFUSED);
+    assert_eq!(record["errno"], libc::ECONNREFUSED);
+    assert_eq!(record["errno_name"], "ECONNREFUSED");
+    assert!(record["latency_ns"].as_u64().unwrap() > 0);
+    let ts = humantime::parse_rfc3339(record["ts"].as_str().unwrap()).unwrap();
+    let age = std::time::SystemTime::now().duration_since(ts).unwrap();
+    assert!(age < Duration::from_secs(5), "ts is {age:?} old");
+}
+
+#[test]
+fn hostile_comm_stays_inside_its_json_string() {
+    let daemon = Daemon::start(&["--pid", &own_pid()]);
+    let tid = std::thread::spawn(|| {
+        let name = b"a\"b\\c\n\0";
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        refused_connect();
+        gettid()
+    })
+    .join()
+    .unwrap();
+    let record = daemon.record_of(tid);
+    assert_eq!(record["comm"], "a\"b\\c\n");
+    assert!(record.get("comm_hex").is_none());
+}
+
+#[test]
+fn sigterm_flushes_every_pending_record_and_detaches() {
+    let dir = std::env::temp_dir().join(format!("connect-trace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("sigterm.jsonl");
+    let _ = std::fs::remove_file(&output);
+    // A long poll interval leaves the records in the ring buffer until the
+    // shutdown drains it.
+    let daemon = Daemon::start(&[
+        "--pid",
+        &own_pid(),
+        "--poll-interval-ms",
+        "1000",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    let ids = daemon.program_ids.clone();
+    assert!(ids.iter().all(|id| loaded_program_ids().contains(id)));
+    for _ in 0..50 {
+        refused_connect();
+    }
+    let (status, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains(" 0 lost"), "{stderr}");
+    let mine = count_records_of(&output, gettid());
+    assert_eq!(mine, 50, "records of this thread in {}", output.display());
+    let still_loaded: Vec<_> = ids
+        .iter()
+        .filter(|id| loaded_program_ids().contains(id))
+        .collect();
+    assert!(
+        still_loaded.is_empty(),
+        "programs left behind: {still_loaded:?}"
+    );
+}
+
+fn count_records_of(path: &Path, tid: u32) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|record| record["tid"] == tid)
+        .count()
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let daemon = Daemon::start(&["--pid", &own_pid()]);
+    refused_connect();
+    let _ = daemon.record_of(gettid());
+    let (status, stderr) = daemon.stop(libc::SIGINT);
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("stopped;"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_daemon_quietly() {
+    let mut daemon = Daemon::start(&["--pid", &own_pid()]);
+    // Closing our end of the pipe is what `| head -1` does after one line.
+    drop(daemon.stdout.take());
+    let _ = daemon.stdout.take();
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        refused_connect();
+        if let Some(status) = wait_timeout(&mut daemon.child, Duration::from_millis(100)) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after its stdout closed"
+        );
+    };
+    let stderr: Vec<String> = daemon.stderr.try_iter().collect();
+    assert!(status.success(), "{status}: {stderr:?}");
+    assert!(
+        !stderr.iter().any(|line| line.contains("error")),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn mounts_tracefs_when_it_is_missing() {
+    // In a private mount namespace with tracefs unmounted, the daemon has to
+    // mount it itself to find the tracepoints.
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
+         if grep -q ' tracefs ' /proc/self/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
+         exec {BINARY} run --pid {}",
+        std::process::id()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let banner = stderr.recv_timeout(TIMEOUT);
+    let banner = banner.unwrap_or_else(|_| panic!("did not start: {:?}", child.try_wait()));
+    assert!(banner.contains("tracing connect()"), "{banner}");
+    refused_connect();
+    let tid = gettid();
+    let found = loop {
+        match stdout.recv_timeout(TIMEOUT) {
+            Ok(line) => {
+                let record: Value = serde_json::from_str(&line).unwrap();
+                if record["tid"] == tid {
+                    break true;
+                }
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no record after mounting tracefs");
+}
+
+#[test]
+fn without_privileges_it_says_what_is_missing_in_one_line() {
+    require_root();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BINARY,
+            "run",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(stderr.contains("CAP_BPF"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_bad_ring_buffer_size_is_refused_clearly() {
+    require_root();
+    let output = Command::new(BINARY)
+        .args(["run", "--ring-buffer-size", "1000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("power of two"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

@@ -1,0 +1,243 @@
+//! Helpers for tests that load the real kernel programs (they need root) and
+//! make real connect() calls.
+//!
+//! Tests in one binary run in parallel threads of one process, and each test
+//! loads its own tracer filtered to this process, so every test picks out
+//! its own records by thread id.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    mem::{size_of, zeroed},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use connect_trace::{
+    attempt::ConnectAttempt,
+    probe::{Tracer, TracerConfig},
+    reader::EventReader,
+};
+
+/// How long a test waits for a record before it fails.
+pub const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fails the test early, with the reason, when not run as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests load eBPF programs and must run as root: use `cargo xtask test`"
+    );
+}
+
+/// The calling thread's id, as the kernel records it.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    u32::try_from(tid).expect("thread ids are positive")
+}
+
+/// A tracer on this process with a reader and a runtime to wait in.
+pub struct Traced {
+    runtime: tokio::runtime::Runtime,
+    pub tracer: Tracer,
+    reader: EventReader,
+    seen: Vec<ConnectAttempt>,
+}
+
+impl Traced {
+    /// Loads and attaches the programs, filtered to this process.
+    pub fn start() -> Self {
+        Self::with_config(TracerConfig {
+            pid: Some(std::process::id()),
+            ..TracerConfig::default()
+        })
+    }
+
+    /// Loads and attaches the programs with `config`.
+    pub fn with_config(config: TracerConfig) -> Self {
+        require_root();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut tracer = Tracer::load(&config).expect("loading the tracer");
+        let ring = tracer.take_events().expect("ring buffer");
+        let reader = runtime
+            .block_on(async { EventReader::new(ring, Duration::from_millis(5)) })
+            .expect("reader");
+        Self {
+            runtime,
+            tracer,
+            reader,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `count` records from thread `tid` have arrived and
+    /// returns them in order; panics after [`RECORD_TIMEOUT`].
+    pub fn records_of(&mut self, tid: u32, count: usize) -> Vec<ConnectAttempt> {
+        let deadline = Instant::now() + RECORD_TIMEOUT;
+        loop {
+            let seen = &mut self.seen;
+            self.reader
+                .drain(|attempt| {
+                    seen.push(*attempt);
+                    Ok::<_, ()>(())
+                })
+                .expect("drain");
+            let mine: Vec<_> = self
+                .seen
+                .iter()
+                .filter(|a| a.tid() == tid)
+                .copied()
+                .collect();
+            if mine.len() >= count {
+                return mine;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "expected {count} records from tid {tid}, got {}: {mine:?}",
+                mine.len()
+            );
+            let reader = &mut self.reader;
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(left, reader.wait()).await });
+        }
+    }
+
+    /// Every record received so far, from any thread.
+    pub fn seen(&self) -> &[ConnectAttempt] {
+        &self.seen
+    }
+
+    /// The one record from thread `tid`.
+    pub fn record_of(&mut self, tid: u32) -> ConnectAttempt {
+        let mut records = self.records_of(tid, 1);
+        assert_eq!(records.len(), 1, "one record from tid {tid}: {records:?}");
+        records.remove(0)
+    }
+}
+
+/// A socket of `domain` and `kind`, closed on drop.
+pub fn socket(domain: libc::c_int, kind: libc::c_int) -> OwnedFd {
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// connect(2) with raw arguments; returns 0 or the errno.
+pub fn connect_raw(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> i32 {
+    // SAFETY: the kernel validates every argument; bad pointers give EFAULT.
+    let ret = unsafe { libc::connect(fd, addr, len) };
+    if ret == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+/// A socket address as raw bytes, ready for connect(2).
+pub struct RawAddr {
+    storage: libc::sockaddr_storage,
+    pub len: libc::socklen_t,
+}
+
+impl RawAddr {
+    pub fn as_ptr(&self) -> *const libc::sockaddr {
+        std::ptr::from_ref(&self.storage).cast()
+    }
+
+    fn zeroed() -> Self {
+        // SAFETY: sockaddr_storage is plain old data.
+        Self {
+            storage: unsafe { zeroed() },
+            len: 0,
+        }
+    }
+
+    pub fn inet(ip: Ipv4Addr, port: u16) -> Self {
+        let mut raw = Self::zeroed();
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_storage is larger than sockaddr_in.
+        unsafe {
+            std::ptr::from_mut(&mut raw.storage)
+                .cast::<libc::sockaddr_in>()
+                .write(sin)
+        };
+        raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        raw
+    }
+
+    pub fn inet6(ip: Ipv6Addr, port: u16, scope_id: u32) -> Self {
+        let mut raw = Self::zeroed();
+        let sin6 = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: ip.octets(),
+            },
+            sin6_scope_id: scope_id,
+        };
+        // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+        unsafe {
+            std::ptr::from_mut(&mut raw.storage)
+                .cast::<libc::sockaddr_in6>()
+                .write(sin6)
+        };
+        raw.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        raw
+    }
+
+    /// A unix address; a leading NUL in `path` makes it abstract. `len`
+    /// covers exactly the path bytes, as abstract names require.
+    pub fn unix(path: &[u8]) -> Self {
+        let mut raw = Self::zeroed();
+        // SAFETY: sockaddr_storage is larger than sockaddr_un.
+        let sun = unsafe { &mut *std::ptr::from_mut(&mut raw.storage).cast::<libc::sockaddr_un>() };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (slot, byte) in sun.sun_path.iter_mut().zip(path) {
+            *slot = *byte as libc::c_char;
+        }
+        raw.len = (size_of::<libc::sa_family_t>() + path.len()) as libc::socklen_t;
+        raw
+    }
+}
+
+/// A listener on loopback and its port.
+pub fn listener(ip: &str) -> (TcpListener, u16) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind listener");
+    let port = listener.local_addr().expect("local addr").port();
+    (listener, port)
+}
+
+/// A loopback port with nothing listening (bound, then released).
+pub fn closed_port(ip: &str) -> u16 {
+    listener(ip).1
+}
+
+/// Makes one TCP connect from a fresh socket and returns (fd, errno).
+pub fn tcp_connect(addr: &RawAddr, domain: libc::c_int) -> (OwnedFd, i32) {
+    let fd = socket(domain, libc::SOCK_STREAM);
+    let errno = connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len);
+    (fd, errno)
+}
+
+/// The text of an address as the JSON records print it.
+pub fn addr_text(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
