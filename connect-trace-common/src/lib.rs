@@ -28,6 +28,8 @@ pub mod map {
     pub const IN_FLIGHT: &str = "IN_FLIGHT";
     /// Per-CPU `u64` counters, indexed by [`crate::counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// TCP handshakes under way, keyed by socket address (`skaddr`).
+    pub const PENDING: &str = "PENDING";
 }
 
 /// Names of the read-only globals the loader sets before loading.
@@ -48,7 +50,38 @@ pub mod global {
     pub const ENTER_ADDRLEN_OFFSET: &str = "ENTER_ADDRLEN_OFFSET";
     /// `u32`: offset of `ret` in the `sys_exit_connect` record.
     pub const EXIT_RET_OFFSET: &str = "EXIT_RET_OFFSET";
+    /// `u32`: offset of `skaddr` in the `sock/inet_sock_set_state` record.
+    pub const STATE_SKADDR_OFFSET: &str = "STATE_SKADDR_OFFSET";
+    /// `u32`: offset of `oldstate` in the `inet_sock_set_state` record.
+    pub const STATE_OLD_OFFSET: &str = "STATE_OLD_OFFSET";
+    /// `u32`: offset of `newstate` in the `inet_sock_set_state` record.
+    pub const STATE_NEW_OFFSET: &str = "STATE_NEW_OFFSET";
+    /// `u32`: offset of `protocol` in the `inet_sock_set_state` record.
+    pub const STATE_PROTOCOL_OFFSET: &str = "STATE_PROTOCOL_OFFSET";
+    /// `u32`: offset of `sk_err` in `struct sock`, from the running kernel's
+    /// BTF; [`crate::SK_ERR_UNKNOWN`] when BTF is unavailable.
+    pub const SK_ERR_OFFSET: &str = "SK_ERR_OFFSET";
 }
+
+/// [`global::SK_ERR_OFFSET`] value meaning "not known": failed handshakes are
+/// then reported with error [`OUTCOME_ERR_UNKNOWN`].
+pub const SK_ERR_UNKNOWN: u32 = u32::MAX;
+
+/// `outcome_err` value when the socket's error could not be read.
+pub const OUTCOME_ERR_UNKNOWN: i32 = -1;
+
+/// TCP states, as `inet_sock_set_state` reports them (include/net/tcp_states.h).
+pub mod tcp_state {
+    /// `TCP_ESTABLISHED`.
+    pub const ESTABLISHED: u32 = 1;
+    /// `TCP_SYN_SENT`.
+    pub const SYN_SENT: u32 = 2;
+    /// `TCP_CLOSE`.
+    pub const CLOSE: u32 = 7;
+}
+
+/// `IPPROTO_TCP`.
+pub const IPPROTO_TCP: u16 = 6;
 
 /// Names of the eBPF programs in the object.
 pub mod program {
@@ -56,6 +89,8 @@ pub mod program {
     pub const ENTER_CONNECT: &str = "enter_connect";
     /// Attached to `syscalls/sys_exit_connect`.
     pub const EXIT_CONNECT: &str = "exit_connect";
+    /// Attached to `sock/inet_sock_set_state`.
+    pub const SOCK_STATE: &str = "sock_state";
 }
 
 /// Slots of the per-CPU [`map::COUNTERS`] array.
@@ -70,14 +105,27 @@ pub mod counter {
     /// connect() calls that passed the filters at exit (a record was
     /// produced, whether or not the ring buffer had room for it).
     pub const ATTEMPTS: u32 = 3;
+    /// A handshake could not be followed: the pending map was full.
+    pub const PENDING_FULL: u32 = 4;
+    /// A handshake outcome was dropped because the ring buffer was full.
+    pub const OUTCOME_RINGBUF_FULL: u32 = 5;
     /// Number of slots.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
 }
 
 /// Values of [`ConnectRecord::kind`].
 pub mod record_kind {
     /// A [`crate::ConnectRecord`].
     pub const CONNECT: u32 = 1;
+    /// A [`crate::OutcomeRecord`].
+    pub const OUTCOME: u32 = 2;
+}
+
+/// Bits of [`ConnectRecord::flags`].
+pub mod connect_flags {
+    /// The call sent a SYN but the pending map was full, so its outcome
+    /// will not be reported.
+    pub const UNTRACKED: u32 = 1 << 0;
 }
 
 /// Bits of [`ConnectRecord::addr_flags`].
@@ -96,16 +144,62 @@ pub mod addr_flags {
 pub struct InFlight {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at entry.
     pub start_ns: u64,
+    /// Handshake fields, filled in by the state program during the call.
+    pub handshake: Handshake,
     /// The socket file descriptor argument.
     pub fd: i32,
     /// The `addrlen` argument as the caller passed it.
     pub addrlen: i32,
     /// [`addr_flags`] bits.
     pub addr_flags: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// [`connect_flags`] bits.
+    pub flags: u32,
     /// The first `min(addrlen, SOCKADDR_MAX)` bytes of the address.
     pub addr: [u8; SOCKADDR_MAX],
+}
+
+/// What became of a TCP handshake started by a connect() call, as far as it
+/// was known when the record was written.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Handshake {
+    /// The socket (`skaddr`), or 0 when the call sent no SYN.
+    pub sock: u64,
+    /// CLOCK_MONOTONIC nanoseconds when the SYN went out (CLOSE→SYN_SENT).
+    pub syn_ns: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the outcome, or 0 if not known yet.
+    pub outcome_ns: u64,
+    /// The state the socket left SYN_SENT for ([`tcp_state`]), or 0.
+    pub outcome_state: u32,
+    /// `sk_err` when it went to CLOSE (0: closed by the application), or
+    /// [`OUTCOME_ERR_UNKNOWN`].
+    pub outcome_err: i32,
+}
+
+/// A handshake under way after its connect() returned, in [`map::PENDING`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingHandshake {
+    /// CLOCK_MONOTONIC nanoseconds when the SYN went out.
+    pub syn_ns: u64,
+    /// The connecting thread (`pid_tgid`).
+    pub pid_tgid: u64,
+}
+
+/// The outcome of a handshake that ended after its connect() returned.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OutcomeRecord {
+    /// Always [`record_kind::OUTCOME`].
+    pub kind: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
+    /// The connecting thread (`pid_tgid`), from when the SYN went out. The
+    /// outcome itself usually arrives in softirq or timer context, where
+    /// the current task means nothing.
+    pub pid_tgid: u64,
+    /// The handshake; `sock` says which attempt this resolves.
+    pub handshake: Handshake,
 }
 
 /// One finished connect() call, as sent through the ring buffer.
@@ -130,19 +224,23 @@ pub struct ConnectRecord {
     pub addrlen: i32,
     /// [`addr_flags`] bits.
     pub addr_flags: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// [`connect_flags`] bits.
+    pub flags: u32,
     /// CLOCK_MONOTONIC nanoseconds at syscall entry.
     pub start_ns: u64,
     /// Nanoseconds spent inside the syscall.
     pub latency_ns: u64,
     /// cgroup v2 id of the caller.
     pub cgroup_id: u64,
+    /// The handshake this call started, if it sent a SYN.
+    pub handshake: Handshake,
     /// The thread's `comm`, NUL-padded (not always NUL-terminated).
     pub comm: [u8; COMM_LEN],
     /// The first `min(addrlen, SOCKADDR_MAX)` bytes of the address.
     pub addr: [u8; SOCKADDR_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<InFlight>() == 152);
-const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 208);
+const _: () = assert!(core::mem::size_of::<Handshake>() == 32);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 184);
+const _: () = assert!(core::mem::size_of::<OutcomeRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 240);

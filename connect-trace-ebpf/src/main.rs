@@ -5,6 +5,14 @@
 //! passed) in a per-thread in-flight map; `exit_connect` joins them with the
 //! return value and sends one [`ConnectRecord`] to the daemon.
 //!
+//! `sock_state` follows TCP handshakes. CLOSE→SYN_SENT fires in the
+//! connecting thread inside connect(), so the in-flight entry learns its
+//! socket there and the socket goes into `PENDING`. The outcome (→ESTABLISHED
+//! or →CLOSE) fires later, often in softirq or timer context where the
+//! current task is unrelated, so it is matched by socket address only. If
+//! the connecting thread is still inside the call, the outcome rides in its
+//! `ConnectRecord`; otherwise an [`OutcomeRecord`] carries it.
+//!
 //! No kernel struct layout is compiled in: the tracepoint field offsets come
 //! from tracefs `format` files, read by the loader and set as globals.
 #![no_std]
@@ -15,14 +23,16 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use connect_trace_common::{
-    ConnectRecord, InFlight, SOCKADDR_MAX, addr_flags, counter, record_kind,
+    ConnectRecord, Handshake, IPPROTO_TCP, InFlight, OUTCOME_ERR_UNKNOWN, OutcomeRecord,
+    PendingHandshake, SK_ERR_UNKNOWN, SOCKADDR_MAX, addr_flags, connect_flags, counter,
+    record_kind, tcp_state,
 };
 
 #[unsafe(no_mangle)]
@@ -39,6 +49,16 @@ static ENTER_ADDR_OFFSET: Global<u32> = Global::new(24);
 static ENTER_ADDRLEN_OFFSET: Global<u32> = Global::new(32);
 #[unsafe(no_mangle)]
 static EXIT_RET_OFFSET: Global<u32> = Global::new(16);
+#[unsafe(no_mangle)]
+static STATE_SKADDR_OFFSET: Global<u32> = Global::new(8);
+#[unsafe(no_mangle)]
+static STATE_OLD_OFFSET: Global<u32> = Global::new(16);
+#[unsafe(no_mangle)]
+static STATE_NEW_OFFSET: Global<u32> = Global::new(20);
+#[unsafe(no_mangle)]
+static STATE_PROTOCOL_OFFSET: Global<u32> = Global::new(30);
+#[unsafe(no_mangle)]
+static SK_ERR_OFFSET: Global<u32> = Global::new(SK_ERR_UNKNOWN);
 
 /// Sized by the loader (`--ring-buffer-size`); this is only the default.
 #[map]
@@ -54,6 +74,12 @@ static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384
 /// 512-byte BPF stack comfortably, so it is assembled here and copied in.
 #[map]
 static SCRATCH: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
+
+/// Handshakes whose connect() has sent a SYN, by socket. A plain hash map,
+/// not LRU: every socket leaves SYN_SENT sooner or later, which removes its
+/// entry, and a full map is counted instead of silently evicting.
+#[map]
+static PENDING: HashMap<u64, PendingHandshake> = HashMap::with_max_entries(65536, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -92,7 +118,8 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     slot.fd = fd as i32;
     slot.addrlen = addrlen as i32;
     slot.addr_flags = 0;
-    slot.reserved = 0;
+    slot.flags = 0;
+    slot.handshake = Handshake::default();
     // Scratch is reused: clear the family so a failed read is not mistaken
     // for the previous call's address.
     slot.addr[0] = 0;
@@ -167,7 +194,8 @@ fn emit_record(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         (*record).ret = ret as i32;
         (*record).addrlen = in_flight.addrlen;
         (*record).addr_flags = in_flight.addr_flags;
-        (*record).reserved = 0;
+        (*record).flags = in_flight.flags;
+        (*record).handshake = in_flight.handshake;
         (*record).start_ns = in_flight.start_ns;
         (*record).latency_ns = now.wrapping_sub(in_flight.start_ns);
         (*record).cgroup_id = bpf_get_current_cgroup_id();
@@ -175,17 +203,111 @@ fn emit_record(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         (*record).addr = in_flight.addr;
     }
     let _ = IN_FLIGHT.remove(&pid_tgid);
-    // A wakeup per record costs far more than the record itself (an IPI and
-    // a context switch), so records normally go in silently and the daemon
-    // polls. Once enough is queued to matter, wake it so the buffer cannot
-    // fill while it sleeps.
-    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES.load() {
+    entry.submit(u64::from(wakeup_flags()));
+    Ok(())
+}
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    let _ = follow_handshake(&ctx);
+    0
+}
+
+fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
+    let protocol: u16 =
+        unsafe { ctx.read_at(STATE_PROTOCOL_OFFSET.load() as usize) }.map_err(i64::from)?;
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sock: u64 =
+        unsafe { ctx.read_at(STATE_SKADDR_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let old: i32 = unsafe { ctx.read_at(STATE_OLD_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let new: i32 = unsafe { ctx.read_at(STATE_NEW_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let (old, new) = (old as u32, new as u32);
+    let pid_tgid = bpf_get_current_pid_tgid();
+
+    if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
+        // Only handshakes started by a traced connect() call have an
+        // in-flight entry in this thread.
+        let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+            return Ok(());
+        };
+        let in_flight = unsafe { &mut *in_flight };
+        let syn_ns = unsafe { bpf_ktime_get_ns() };
+        in_flight.handshake.sock = sock;
+        in_flight.handshake.syn_ns = syn_ns;
+        let pending = PendingHandshake { syn_ns, pid_tgid };
+        if PENDING.insert(&sock, &pending, u64::from(BPF_ANY)).is_err() {
+            in_flight.flags |= connect_flags::UNTRACKED;
+            count(counter::PENDING_FULL);
+        }
+        return Ok(());
+    }
+    if new != tcp_state::ESTABLISHED && new != tcp_state::CLOSE {
+        return Ok(());
+    }
+    let Some(pending) = (unsafe { PENDING.get(&sock) }) else {
+        return Ok(());
+    };
+    let pending = *pending;
+    let _ = PENDING.remove(&sock);
+    let outcome = Handshake {
+        sock,
+        syn_ns: pending.syn_ns,
+        outcome_ns: unsafe { bpf_ktime_get_ns() },
+        outcome_state: new,
+        outcome_err: if new == tcp_state::CLOSE {
+            socket_error(sock)
+        } else {
+            0
+        },
+    };
+    // Still inside the connect() that started it (loopback, or a blocking
+    // call woken in its own context): the exit program reports it.
+    if pid_tgid == pending.pid_tgid
+        && let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid)
+    {
+        let in_flight = unsafe { &mut *in_flight };
+        if in_flight.handshake.sock == sock {
+            in_flight.handshake = outcome;
+            return Ok(());
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<OutcomeRecord>(0) else {
+        count(counter::OUTCOME_RINGBUF_FULL);
+        return Ok(());
+    };
+    entry.write(OutcomeRecord {
+        kind: record_kind::OUTCOME,
+        reserved: 0,
+        pid_tgid: pending.pid_tgid,
+        handshake: outcome,
+    });
+    entry.submit(u64::from(wakeup_flags()));
+    Ok(())
+}
+
+/// `sk->sk_err`: the kernel sets it before moving a failed handshake to
+/// CLOSE; it is 0 when the application closed the socket itself.
+fn socket_error(sock: u64) -> i32 {
+    let offset = SK_ERR_OFFSET.load();
+    if offset == SK_ERR_UNKNOWN {
+        return OUTCOME_ERR_UNKNOWN;
+    }
+    let field = (sock + u64::from(offset)) as *const i32;
+    unsafe { bpf_probe_read_kernel(field) }.unwrap_or(OUTCOME_ERR_UNKNOWN)
+}
+
+/// A wakeup per record costs far more than the record itself (an IPI and a
+/// context switch), so records normally go in silently and the daemon
+/// polls. Once enough is queued to matter, wake it so the buffer cannot
+/// fill while it sleeps.
+fn wakeup_flags() -> u32 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
-    };
-    entry.submit(u64::from(flags));
-    Ok(())
+    }
 }
 
 #[cfg(not(test))]

@@ -1,30 +1,10 @@
-//! Typed connect() attempts, decoded from the raw ring buffer records.
-//!
-//! This is the one place where bytes from the kernel become Rust values.
+//! Typed connect() attempts and handshake outcomes, as the kernel reported
+//! them (see [`crate::record`] for decoding and [`crate::resolve`] for
+//! joining the two).
 
-use std::mem::size_of;
+use connect_trace_common::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, connect_flags};
 
-use connect_trace_common::{COMM_LEN, ConnectRecord, record_kind};
-use thiserror::Error;
-
-use crate::{errno, sockaddr};
-
-/// A ring buffer record that could not be decoded. The reader counts these;
-/// they mean the daemon and the kernel program disagree about the ABI.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum DecodeError {
-    /// Fewer bytes than the record kind needs.
-    #[error("record of {len} bytes is shorter than the {need} its kind needs")]
-    TooShort {
-        /// Bytes received.
-        len: usize,
-        /// Bytes the kind needs.
-        need: usize,
-    },
-    /// A record kind this daemon does not know.
-    #[error("unknown record kind {0}")]
-    UnknownKind(u32),
-}
+use crate::{errno, record::DecodeError, sockaddr};
 
 /// One connect() call: who made it, where to, and what it returned.
 #[derive(Clone, Copy)]
@@ -33,30 +13,9 @@ pub struct ConnectAttempt {
 }
 
 impl ConnectAttempt {
-    /// Decodes one ring buffer record.
+    /// Decodes one ring buffer record of kind `CONNECT`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let kind = bytes
-            .get(..4)
-            .and_then(|kind| <[u8; 4]>::try_from(kind).ok())
-            .map(u32::from_ne_bytes)
-            .ok_or(DecodeError::TooShort {
-                len: bytes.len(),
-                need: 4,
-            })?;
-        if kind != record_kind::CONNECT {
-            return Err(DecodeError::UnknownKind(kind));
-        }
-        let need = size_of::<ConnectRecord>();
-        if bytes.len() < need {
-            return Err(DecodeError::TooShort {
-                len: bytes.len(),
-                need,
-            });
-        }
-        // SAFETY: the length was checked above, the read is unaligned, and
-        // `ConnectRecord` is plain old data: every bit pattern is valid.
-        let raw = unsafe { bytes.as_ptr().cast::<ConnectRecord>().read_unaligned() };
-        Ok(Self { raw })
+        crate::record::read_pod(bytes).map(|raw| Self { raw })
     }
 
     /// Wraps a record built elsewhere (tests, replays).
@@ -134,6 +93,81 @@ impl ConnectAttempt {
     pub const fn latency_ns(&self) -> u64 {
         self.raw.latency_ns
     }
+
+    /// The socket (kernel address) if this call sent a TCP SYN; it names
+    /// the handshake that a later [`HandshakeOutcome`] resolves.
+    pub const fn handshake_sock(&self) -> Option<u64> {
+        match self.raw.handshake.sock {
+            0 => None,
+            sock => Some(sock),
+        }
+    }
+
+    /// The handshake's outcome if it was already known when the call
+    /// returned (loopback, or a blocking call).
+    pub fn handshake_outcome(&self) -> Option<HandshakeOutcome> {
+        HandshakeOutcome::from_handshake(self.raw.handshake, self.raw.tgid)
+    }
+
+    /// The call sent a SYN, but the kernel could not follow the handshake
+    /// (its pending map was full).
+    pub const fn handshake_untracked(&self) -> bool {
+        self.raw.flags & connect_flags::UNTRACKED != 0
+    }
+}
+
+/// How a TCP handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeEnd {
+    /// It reached ESTABLISHED.
+    Established,
+    /// It went to CLOSE with this `sk_err`: 0 means the application closed
+    /// the socket; `None` means the error could not be read.
+    Closed(Option<i32>),
+}
+
+/// The end of a handshake that a connect() call started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeOutcome {
+    /// The socket (kernel address).
+    pub sock: u64,
+    /// The process that started it.
+    pub pid: u32,
+    /// How it ended.
+    pub end: HandshakeEnd,
+    /// Nanoseconds from the SYN to the end.
+    pub handshake_ns: u64,
+}
+
+impl HandshakeOutcome {
+    /// Decodes one ring buffer record of kind `OUTCOME`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let raw: OutcomeRecord = crate::record::read_pod(bytes)?;
+        Self::from_handshake(raw.handshake, (raw.pid_tgid >> 32) as u32).ok_or(
+            DecodeError::Inconsistent("outcome record without an outcome"),
+        )
+    }
+
+    fn from_handshake(handshake: Handshake, pid: u32) -> Option<Self> {
+        use connect_trace_common::{OUTCOME_ERR_UNKNOWN, tcp_state};
+        if handshake.sock == 0 || handshake.outcome_ns == 0 {
+            return None;
+        }
+        let end = match handshake.outcome_state {
+            tcp_state::ESTABLISHED => HandshakeEnd::Established,
+            tcp_state::CLOSE if handshake.outcome_err == OUTCOME_ERR_UNKNOWN => {
+                HandshakeEnd::Closed(None)
+            }
+            tcp_state::CLOSE => HandshakeEnd::Closed(Some(handshake.outcome_err)),
+            _ => return None,
+        };
+        Some(Self {
+            sock: handshake.sock,
+            pid,
+            end,
+            handshake_ns: handshake.outcome_ns.saturating_sub(handshake.syn_ns),
+        })
+    }
 }
 
 impl std::fmt::Debug for ConnectAttempt {
@@ -152,7 +186,7 @@ impl std::fmt::Debug for ConnectAttempt {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use connect_trace_common::SOCKADDR_MAX;
+    use connect_trace_common::{SOCKADDR_MAX, record_kind};
 
     use super::*;
 
@@ -174,22 +208,21 @@ pub(crate) mod tests {
             ret: -111,
             addrlen: 16,
             addr_flags: 0,
-            reserved: 0,
+            flags: 0,
             start_ns: 1_000,
             latency_ns: 12_345,
             cgroup_id: 7,
+            handshake: Handshake::default(),
             comm,
             addr,
         }
     }
 
-    fn bytes_of(record: &ConnectRecord) -> Vec<u8> {
-        // SAFETY: ConnectRecord is repr(C) plain old data without padding.
+    /// The bytes of a `#[repr(C)]` record without padding.
+    pub(crate) fn bytes_of<T: Copy>(record: &T) -> Vec<u8> {
+        // SAFETY: the ABI structs are plain old data without padding.
         unsafe {
-            std::slice::from_raw_parts(
-                std::ptr::from_ref(record).cast::<u8>(),
-                size_of::<ConnectRecord>(),
-            )
+            std::slice::from_raw_parts(std::ptr::from_ref(record).cast::<u8>(), size_of::<T>())
         }
         .to_vec()
     }
@@ -205,25 +238,54 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rejects_short_and_unknown_records() {
+    fn rejects_short_records() {
         let bytes = bytes_of(&sample_record());
         assert_eq!(
             ConnectAttempt::decode(&bytes[..100]).unwrap_err(),
             DecodeError::TooShort {
                 len: 100,
-                need: 208
+                need: 240
             }
         );
-        assert_eq!(
-            ConnectAttempt::decode(&bytes[..2]).unwrap_err(),
-            DecodeError::TooShort { len: 2, need: 4 }
-        );
-        let mut unknown = bytes;
-        unknown[..4].copy_from_slice(&99u32.to_ne_bytes());
-        assert_eq!(
-            ConnectAttempt::decode(&unknown).unwrap_err(),
-            DecodeError::UnknownKind(99)
-        );
+    }
+
+    #[test]
+    fn handshake_outcomes() {
+        use connect_trace_common::tcp_state;
+        let mut record = sample_record();
+        assert_eq!(ConnectAttempt::from_record(record).handshake_sock(), None);
+        record.handshake = Handshake {
+            sock: 0xffff_8880_0000_1000,
+            syn_ns: 1_000,
+            outcome_ns: 0,
+            outcome_state: 0,
+            outcome_err: 0,
+        };
+        let attempt = ConnectAttempt::from_record(record);
+        assert_eq!(attempt.handshake_sock(), Some(0xffff_8880_0000_1000));
+        assert_eq!(attempt.handshake_outcome(), None);
+        record.handshake.outcome_ns = 5_000;
+        record.handshake.outcome_state = tcp_state::CLOSE;
+        record.handshake.outcome_err = 111;
+        let outcome = ConnectAttempt::from_record(record)
+            .handshake_outcome()
+            .unwrap();
+        assert_eq!(outcome.end, HandshakeEnd::Closed(Some(111)));
+        assert_eq!(outcome.handshake_ns, 4_000);
+        assert_eq!(outcome.pid, 42);
+
+        let raw = OutcomeRecord {
+            kind: record_kind::OUTCOME,
+            reserved: 0,
+            pid_tgid: (7 << 32) | 8,
+            handshake: Handshake {
+                outcome_state: tcp_state::ESTABLISHED,
+                ..record.handshake
+            },
+        };
+        let outcome = HandshakeOutcome::decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(outcome.end, HandshakeEnd::Established);
+        assert_eq!(outcome.pid, 7);
     }
 
     #[test]

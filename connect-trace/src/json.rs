@@ -12,9 +12,9 @@ use std::{borrow::Cow, fmt::Write as _, io};
 use serde::{Serialize, Serializer};
 
 use crate::{
-    attempt::ConnectAttempt,
     clock::WallClock,
     errno,
+    resolve::ResolvedAttempt,
     sockaddr::{Address, Family},
 };
 
@@ -35,12 +35,14 @@ impl JsonLines {
         self.clock.resync();
     }
 
-    /// Appends one line for `attempt` (with its trailing newline) to `out`.
+    /// Appends one line for `resolved` (with its trailing newline) to `out`.
     pub fn write_attempt<W: io::Write>(
         &self,
         out: &mut W,
-        attempt: &ConnectAttempt,
+        resolved: &ResolvedAttempt,
     ) -> io::Result<()> {
+        let attempt = &resolved.attempt;
+        let final_errno = resolved.outcome.final_errno();
         let destination = attempt.destination();
         let comm = Text::new(attempt.comm());
         let addr = match destination.address {
@@ -73,6 +75,11 @@ impl JsonLines {
             errno,
             errno_name: errno::name(errno),
             latency_ns: attempt.latency_ns(),
+            outcome: resolved.outcome.name(),
+            final_errno,
+            final_errno_name: final_errno.and_then(errno::name),
+            handshake_ns: resolved.handshake_ns,
+            repeat: resolved.repeat,
         };
         serde_json::to_writer(&mut *out, &record)?;
         out.write_all(b"\n")
@@ -107,6 +114,11 @@ struct ConnectLine<'a> {
     errno: i32,
     errno_name: Option<&'static str>,
     latency_ns: u64,
+    outcome: &'static str,
+    final_errno: Option<i32>,
+    final_errno_name: Option<&'static str>,
+    handshake_ns: Option<u64>,
+    repeat: bool,
 }
 
 /// A timestamp rendered as RFC 3339 UTC with nanoseconds, written straight
@@ -184,12 +196,31 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{attempt::tests::sample_record, sockaddr};
+    use crate::{
+        attempt::{ConnectAttempt, tests::sample_record},
+        resolve::Outcome,
+        sockaddr,
+    };
 
     fn render(record: ConnectRecord) -> (String, Value) {
+        let attempt = ConnectAttempt::from_record(record);
+        let errno = attempt.errno();
+        render_resolved(&ResolvedAttempt {
+            attempt,
+            outcome: if errno == 0 {
+                Outcome::Connected
+            } else {
+                Outcome::Failed(Some(errno))
+            },
+            handshake_ns: None,
+            repeat: false,
+        })
+    }
+
+    fn render_resolved(resolved: &ResolvedAttempt) -> (String, Value) {
         let mut out = Vec::new();
         JsonLines::default()
-            .write_attempt(&mut out, &ConnectAttempt::from_record(record))
+            .write_attempt(&mut out, resolved)
             .unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with('\n'));
@@ -241,7 +272,12 @@ mod tests {
                 "ret",
                 "errno",
                 "errno_name",
-                "latency_ns"
+                "latency_ns",
+                "outcome",
+                "final_errno",
+                "final_errno_name",
+                "handshake_ns",
+                "repeat"
             ]
         );
         assert_eq!(value["type"], "connect");
@@ -265,6 +301,47 @@ mod tests {
         let fraction = ts.rsplit('.').next().unwrap();
         assert_eq!(fraction.len(), "123456789Z".len(), "{ts}");
         humantime::parse_rfc3339(ts).unwrap();
+    }
+
+    #[test]
+    fn outcome_fields() {
+        let mut record = sample_record();
+        record.ret = -libc::EINPROGRESS;
+        let attempt = ConnectAttempt::from_record(record);
+        let (_, value) = render_resolved(&ResolvedAttempt {
+            attempt,
+            outcome: Outcome::Failed(Some(libc::ETIMEDOUT)),
+            handshake_ns: Some(3_000_000_000),
+            repeat: false,
+        });
+        assert_eq!(value["errno_name"], "EINPROGRESS");
+        assert_eq!(value["outcome"], "failed");
+        assert_eq!(value["final_errno"], libc::ETIMEDOUT);
+        assert_eq!(value["final_errno_name"], "ETIMEDOUT");
+        assert_eq!(value["handshake_ns"], 3_000_000_000u64);
+        assert_eq!(value["repeat"], false);
+
+        let (_, value) = render_resolved(&ResolvedAttempt {
+            attempt,
+            outcome: Outcome::Canceled,
+            handshake_ns: Some(5),
+            repeat: true,
+        });
+        assert_eq!(value["outcome"], "canceled");
+        assert_eq!(value["final_errno"], Value::Null);
+        assert_eq!(value["final_errno_name"], Value::Null);
+        assert_eq!(value["repeat"], true);
+
+        let (_, value) = render_resolved(&ResolvedAttempt {
+            attempt,
+            outcome: Outcome::Connected,
+            handshake_ns: None,
+            repeat: false,
+        });
+        assert_eq!(value["outcome"], "connected");
+        assert_eq!(value["final_errno"], 0);
+        assert_eq!(value["final_errno_name"], Value::Null);
+        assert_eq!(value["handshake_ns"], Value::Null);
     }
 
     #[test]

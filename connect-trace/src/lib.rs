@@ -2,17 +2,25 @@
 //!
 //! The path of a record, one module each:
 //! - [`probe`] loads the kernel programs and attaches them;
-//! - [`reader`] drains the ring buffer, and [`attempt`] decodes its records
-//!   into [`attempt::ConnectAttempt`]s, with [`sockaddr`] for the address;
+//! - [`reader`] drains the ring buffer, and [`record`] decodes its records
+//!   into [`attempt::ConnectAttempt`]s and handshake outcomes, with
+//!   [`sockaddr`] for the address;
+//! - [`resolve`] joins each call with the outcome of its handshake;
 //! - [`json`] renders them as JSON Lines, using [`errno`] for names and
 //!   [`clock`] for wall-clock time.
+//!
+//! [`tracefs`] and [`btf`] read the running kernel's layouts at load time, so
+//! no kernel struct offsets are compiled in.
 
 pub mod attempt;
+pub mod btf;
 pub mod clock;
 pub mod errno;
 pub mod json;
 pub mod privileges;
 pub mod probe;
 pub mod reader;
+pub mod record;
+pub mod resolve;
 pub mod sockaddr;
 pub mod tracefs;

@@ -8,10 +8,11 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use connect_trace_common::{counter, global, map, program};
+use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, map, program};
 use thiserror::Error;
 
 use crate::{
+    btf::{self, Btf, BtfError},
     privileges,
     tracefs::{Tracefs, TracefsError},
 };
@@ -104,6 +105,10 @@ pub struct KernelCounters {
     pub exit_without_entry: u64,
     /// Entries the in-flight map refused.
     pub in_flight_full: u64,
+    /// Handshakes not followed because the pending map was full.
+    pub pending_full: u64,
+    /// Handshake outcomes dropped because the ring buffer was full.
+    pub outcome_ringbuf_full: u64,
 }
 
 /// The loaded and attached kernel programs.
@@ -111,7 +116,15 @@ pub struct Tracer {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     program_ids: Vec<u32>,
+    btf_problem: Option<BtfError>,
 }
+
+/// The programs and the tracepoints they attach to.
+const PROGRAMS_AND_TRACEPOINTS: [(&str, &str, &str); 3] = [
+    (program::ENTER_CONNECT, "syscalls", "sys_enter_connect"),
+    (program::EXIT_CONNECT, "syscalls", "sys_exit_connect"),
+    (program::SOCK_STATE, "sock", "inet_sock_set_state"),
+];
 
 impl Tracer {
     /// Loads the programs with `config` baked in and attaches them.
@@ -131,6 +144,21 @@ impl Tracer {
         let enter_addr = tracefs.field_offset("syscalls", "sys_enter_connect", "uservaddr")?;
         let enter_addrlen = tracefs.field_offset("syscalls", "sys_enter_connect", "addrlen")?;
         let exit_ret = tracefs.field_offset("syscalls", "sys_exit_connect", "ret")?;
+        let state = |field| tracefs.field_offset("sock", "inet_sock_set_state", field);
+        let (skaddr, old, new, protocol) = (
+            state("skaddr")?,
+            state("oldstate")?,
+            state("newstate")?,
+            state("protocol")?,
+        );
+        // Without BTF the handshakes are still followed, but a failed one
+        // cannot say why; `Tracer::btf_problem` reports that.
+        let (sk_err, btf_problem) = match Btf::from_file(std::path::Path::new(btf::VMLINUX))
+            .and_then(|btf| btf.member_offset("sock", "sk_err"))
+        {
+            Ok(offset) => (offset, None),
+            Err(problem) => (SK_ERR_UNKNOWN, Some(problem)),
+        };
         let filter_tgid = config.pid.unwrap_or(0);
         let failures_only = u32::from(config.failures_only);
         // Wake the reader early once a quarter of the buffer is queued.
@@ -144,15 +172,17 @@ impl Tracer {
             .override_global(global::ENTER_ADDR_OFFSET, &enter_addr, true)
             .override_global(global::ENTER_ADDRLEN_OFFSET, &enter_addrlen, true)
             .override_global(global::EXIT_RET_OFFSET, &exit_ret, true)
+            .override_global(global::STATE_SKADDR_OFFSET, &skaddr, true)
+            .override_global(global::STATE_OLD_OFFSET, &old, true)
+            .override_global(global::STATE_NEW_OFFSET, &new, true)
+            .override_global(global::STATE_PROTOCOL_OFFSET, &protocol, true)
+            .override_global(global::SK_ERR_OFFSET, &sk_err, true)
             .map_max_entries(map::EVENTS, bytes)
             .load(PROGRAMS)
             .map_err(LoadError::Load)?;
 
         let mut program_ids = Vec::new();
-        for (name, tracepoint) in [
-            (program::ENTER_CONNECT, "sys_enter_connect"),
-            (program::EXIT_CONNECT, "sys_exit_connect"),
-        ] {
+        for (name, category, tracepoint) in PROGRAMS_AND_TRACEPOINTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(LoadError::Program {
@@ -172,7 +202,7 @@ impl Tracer {
                 source,
             })?;
             program
-                .attach("syscalls", tracepoint)
+                .attach(category, tracepoint)
                 .map_err(|source| LoadError::Program {
                     action: "attaching",
                     name,
@@ -200,6 +230,7 @@ impl Tracer {
             ebpf,
             counters,
             program_ids,
+            btf_problem,
         })
     }
 
@@ -222,16 +253,24 @@ impl Tracer {
         &self.program_ids
     }
 
+    /// Why failed handshakes will be reported without their error, if the
+    /// kernel's BTF could not tell where `sock.sk_err` is.
+    pub fn btf_problem(&self) -> Option<&BtfError> {
+        self.btf_problem.as_ref()
+    }
+
     /// Reads the kernel counters.
     pub fn counters(&self) -> Result<KernelCounters, MapError> {
         let read =
             |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
-        debug_assert_eq!(counter::COUNT, 4);
+        debug_assert_eq!(counter::COUNT, 6);
         Ok(KernelCounters {
             attempts: read(counter::ATTEMPTS)?,
             ringbuf_full: read(counter::RINGBUF_FULL)?,
             exit_without_entry: read(counter::EXIT_WITHOUT_ENTRY)?,
             in_flight_full: read(counter::IN_FLIGHT_FULL)?,
+            pending_full: read(counter::PENDING_FULL)?,
+            outcome_ringbuf_full: read(counter::OUTCOME_RINGBUF_FULL)?,
         })
     }
 }

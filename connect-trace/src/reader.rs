@@ -13,7 +13,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval},
 };
 
-use crate::attempt::ConnectAttempt;
+use crate::record::Record;
 
 /// How often the ring buffer is drained when nothing wakes the reader.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -52,20 +52,20 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands every waiting record to `on_attempt`, in order, and returns how
+    /// Hands every waiting record to `on_record`, in order, and returns how
     /// many there were. Records that do not decode are counted in
     /// [`EventReader::undecodable`] and skipped.
     pub fn drain<E>(
         &mut self,
-        mut on_attempt: impl FnMut(&ConnectAttempt) -> Result<(), E>,
+        mut on_record: impl FnMut(&Record) -> Result<(), E>,
     ) -> Result<usize, E> {
         let ring = self.ring.get_mut();
         let mut delivered = 0;
         while let Some(item) = ring.next() {
-            match ConnectAttempt::decode(&item) {
-                Ok(attempt) => {
+            match Record::decode(&item) {
+                Ok(record) => {
                     delivered += 1;
-                    on_attempt(&attempt)?;
+                    on_record(&record)?;
                 }
                 Err(_) => self.undecodable += 1,
             }

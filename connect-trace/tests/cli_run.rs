@@ -19,7 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{RawAddr, closed_port, gettid, require_root, tcp_connect};
+use common::{
+    DROPPED_PORT, RawAddr, closed_port, connect_raw, gettid, in_dropping_netns, require_root,
+    socket, tcp_connect,
+};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");
@@ -77,7 +80,7 @@ impl Daemon {
         });
         assert!(banner.contains("tracing connect()"), "unexpected: {banner}");
         let program_ids = parse_program_ids(&banner);
-        assert_eq!(program_ids.len(), 2, "{banner}");
+        assert_eq!(program_ids.len(), 3, "{banner}");
         Self {
             child,
             stdout: Some(stdout),
@@ -193,6 +196,60 @@ fn streams_a_json_line_per_connect_promptly() {
     let ts = humantime::parse_rfc3339(record["ts"].as_str().unwrap()).unwrap();
     let age = std::time::SystemTime::now().duration_since(ts).unwrap();
     assert!(age < Duration::from_secs(5), "ts is {age:?} old");
+}
+
+#[test]
+fn a_nonblocking_connect_is_written_with_its_true_outcome() {
+    let daemon = Daemon::start(&["--pid", &own_pid()]);
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, closed_port("127.0.0.1"));
+    let errno = connect_raw(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        addr.as_ptr(),
+        addr.len,
+    );
+    assert!(matches!(errno, libc::EINPROGRESS | libc::ECONNREFUSED));
+    let record = daemon.record_of(gettid());
+    assert_eq!(record["outcome"], "failed");
+    assert_eq!(record["final_errno"], libc::ECONNREFUSED);
+    assert_eq!(record["final_errno_name"], "ECONNREFUSED");
+    assert!(record["handshake_ns"].as_u64().is_some(), "{record}");
+    assert_eq!(record["repeat"], false);
+}
+
+#[test]
+fn attempts_still_pending_at_shutdown_are_written_as_in_progress() {
+    let dir = std::env::temp_dir().join(format!("connect-trace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("pending.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let daemon = Daemon::start(&["--pid", &own_pid(), "--output", output.to_str().unwrap()]);
+    // The SYN is dropped and the socket kept open, so the handshake is
+    // still under way when the daemon stops.
+    let (tid, fd) = in_dropping_netns(|| {
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK);
+        let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, DROPPED_PORT);
+        let errno = connect_raw(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            addr.as_ptr(),
+            addr.len,
+        );
+        assert_eq!(errno, libc::EINPROGRESS);
+        (gettid(), fd)
+    });
+    let (status, stderr) = daemon.stop(libc::SIGTERM);
+    drop(fd);
+    assert!(status.success(), "{stderr}");
+    let records: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|record: &Value| record["tid"] == tid)
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "in_progress");
+    assert_eq!(records[0]["errno_name"], "EINPROGRESS");
+    assert_eq!(records[0]["final_errno"], Value::Null);
 }
 
 #[test]

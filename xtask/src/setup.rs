@@ -23,6 +23,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "LLVM 22 links against zlib"),
     ("iproute2", "tests build network namespaces with `ip`"),
     ("util-linux", "tests use `unshare` and `setpriv`"),
+    (
+        "nftables",
+        "tests drop SYNs and reject connects inside their own network namespaces",
+    ),
+    ("strace", "the benchmark compares against `strace -f`"),
+    (
+        "bpftrace",
+        "the benchmark compares against bpftrace on the same tracepoints",
+    ),
 ];
 
 /// Installs whatever is missing.

@@ -14,6 +14,7 @@ use connect_trace::{
     json::JsonLines,
     probe::{DEFAULT_RING_BUFFER_BYTES, KernelCounters, Tracer, TracerConfig},
     reader::EventReader,
+    resolve::{DEFAULT_RESOLVE_TIMEOUT, ResolvedAttempt, Resolver, ResolverConfig},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -24,10 +25,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "PID")]
     pid: Option<u32>,
 
-    /// Report only calls that returned an error; successes are skipped in
-    /// the kernel.
+    /// Report only attempts that failed: calls that returned 0 are skipped
+    /// in the kernel, and non-blocking ones that later connect are dropped.
     #[arg(long)]
     failures_only: bool,
+
+    /// How long, in seconds, an attempt may wait for its handshake to end
+    /// before it is reported with outcome `in_progress`.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_RESOLVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    resolve_timeout: u64,
 
     /// Append records to this file instead of writing them to stdout.
     #[arg(long, short, value_name = "FILE")]
@@ -44,8 +50,24 @@ pub struct RunArgs {
     poll_interval_ms: u64,
 }
 
-/// How often newly lost records are reported on stderr.
-const LOSS_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often newly lost records are reported on stderr, and unresolved
+/// attempts checked against the resolution timeout.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where resolved attempts go: rendered as JSON Lines into `out`.
+struct Sink<W> {
+    renderer: JsonLines,
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn write(&mut self, resolved: &ResolvedAttempt) -> io::Result<()> {
+        self.renderer.write_attempt(&mut self.out, resolved)?;
+        self.written += 1;
+        Ok(())
+    }
+}
 
 /// Runs until SIGINT or SIGTERM, or until the output goes away.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -54,7 +76,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
     };
-    let mut output = open_output(args.output.as_ref())?;
+    let output = open_output(args.output.as_ref())?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -73,60 +95,89 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string()),
     );
 
-    let mut renderer = JsonLines::new(WallClock::new());
-    let mut written: u64 = 0;
+    if let Some(problem) = tracer.btf_problem() {
+        eprintln!(
+            "connect-trace: warning: {problem}; failed handshakes will be reported without their error"
+        );
+    }
+
+    let mut resolver = Resolver::new(ResolverConfig {
+        timeout: Duration::from_secs(args.resolve_timeout),
+        failures_only: args.failures_only,
+        ..ResolverConfig::default()
+    });
+    let mut sink = Sink {
+        renderer: JsonLines::new(WallClock::new()),
+        out: output,
+        written: 0,
+    };
     let mut reported = KernelCounters::default();
-    let mut loss_report = tokio::time::interval(LOSS_REPORT_INTERVAL);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
-            _ = loss_report.tick() => {
+            _ = housekeeping.tick() => {
                 let counters = tracer.counters().context("reading kernel counters")?;
                 report_new_losses(&reported, &counters);
                 reported = counters;
+                resolver
+                    .expire(WallClock::monotonic_now_ns(), &mut |resolved| sink.write(resolved))
+                    .context("writing records")?;
+                sink.out.flush().context("writing records")?;
             }
             ready = reader.wait() => {
                 ready.context("waiting on the ring buffer")?;
-                renderer.resync_clock();
-                written += write_batch(&mut reader, &renderer, &mut output)?;
+                sink.renderer.resync_clock();
+                write_batch(&mut reader, &mut resolver, &mut sink)?;
             }
         }
     }
 
-    // Records submitted before the signal are still in the buffer.
-    written += write_batch(&mut reader, &renderer, &mut output)?;
+    // Records submitted before the signal are still in the buffer, and
+    // attempts still waiting for their handshake are reported as they are.
+    write_batch(&mut reader, &mut resolver, &mut sink)?;
+    resolver
+        .finish(&mut |resolved| sink.write(resolved))
+        .context("writing records")?;
+    sink.out.flush().context("writing records")?;
     let counters = tracer.counters().context("reading kernel counters")?;
     drop(tracer);
+    let stats = resolver.stats();
     eprintln!(
-        "connect-trace: stopped; {written} records written, {} lost (ring buffer full), {} undecodable, {} exits without entry",
+        "connect-trace: stopped; {} records written, {} lost (ring buffer full), {} outcomes lost, {} undecodable, {} exits without entry, {} unresolved at timeout, {} not followed (pending sets full)",
+        sink.written,
         counters.ringbuf_full,
+        counters.outcome_ringbuf_full,
         reader.undecodable(),
         counters.exit_without_entry,
+        stats.timed_out,
+        stats.evicted + counters.pending_full,
     );
     Ok(())
 }
 
-/// Renders every waiting record and flushes, so records reach `tail -f`
-/// within one poll interval.
+/// Resolves and renders every waiting record, then flushes, so records
+/// reach `tail -f` within one poll interval of their outcome.
 fn write_batch(
     reader: &mut EventReader,
-    renderer: &JsonLines,
-    output: &mut impl Write,
-) -> Result<u64> {
-    let count = reader
-        .drain(|attempt| renderer.write_attempt(output, attempt))
+    resolver: &mut Resolver,
+    sink: &mut Sink<impl Write>,
+) -> Result<()> {
+    let now = WallClock::monotonic_now_ns();
+    reader
+        .drain(|record| resolver.on_record(record, now, &mut |resolved| sink.write(resolved)))
         .context("writing records")?;
-    output.flush().context("writing records")?;
-    Ok(count as u64)
+    sink.out.flush().context("writing records")
 }
 
 fn report_new_losses(before: &KernelCounters, now: &KernelCounters) {
-    let lost = now.ringbuf_full.saturating_sub(before.ringbuf_full);
+    let lost = (now.ringbuf_full + now.outcome_ringbuf_full)
+        .saturating_sub(before.ringbuf_full + before.outcome_ringbuf_full);
     if lost > 0 {
         eprintln!(
-            "connect-trace: warning: {lost} records lost because the ring buffer was full ({} in total); raise --ring-buffer-size or --poll-interval-ms lower",
-            now.ringbuf_full,
+            "connect-trace: warning: {lost} records lost because the ring buffer was full ({} calls and {} outcomes in total); raise --ring-buffer-size or lower --poll-interval-ms",
+            now.ringbuf_full, now.outcome_ringbuf_full,
         );
     }
 }

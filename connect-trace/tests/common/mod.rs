@@ -15,8 +15,11 @@ use std::{
 
 use connect_trace::{
     attempt::ConnectAttempt,
+    clock::WallClock,
     probe::{Tracer, TracerConfig},
     reader::EventReader,
+    record::Record,
+    resolve::{ResolvedAttempt, Resolver, ResolverConfig},
 };
 
 /// How long a test waits for a record before it fails.
@@ -39,12 +42,15 @@ pub fn gettid() -> u32 {
     u32::try_from(tid).expect("thread ids are positive")
 }
 
-/// A tracer on this process with a reader and a runtime to wait in.
+/// A tracer on this process with a reader and a runtime to wait in. It
+/// keeps both the raw calls and the resolved attempts.
 pub struct Traced {
     runtime: tokio::runtime::Runtime,
     pub tracer: Tracer,
     reader: EventReader,
+    resolver: Resolver,
     seen: Vec<ConnectAttempt>,
+    resolved: Vec<ResolvedAttempt>,
 }
 
 impl Traced {
@@ -58,6 +64,12 @@ impl Traced {
 
     /// Loads and attaches the programs with `config`.
     pub fn with_config(config: TracerConfig) -> Self {
+        Self::with_resolver(config, ResolverConfig::default())
+    }
+
+    /// Loads and attaches the programs with `config`, resolving with
+    /// `resolver`.
+    pub fn with_resolver(config: TracerConfig, resolver: ResolverConfig) -> Self {
         require_root();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -72,8 +84,83 @@ impl Traced {
             runtime,
             tracer,
             reader,
+            resolver: Resolver::new(resolver),
             seen: Vec::new(),
+            resolved: Vec::new(),
         }
+    }
+
+    /// Takes whatever is waiting in the ring buffer.
+    fn collect(&mut self) {
+        let now = WallClock::monotonic_now_ns();
+        let Self {
+            reader,
+            resolver,
+            seen,
+            resolved,
+            ..
+        } = self;
+        let mut keep = |r: &ResolvedAttempt| {
+            resolved.push(*r);
+            Ok::<_, ()>(())
+        };
+        reader
+            .drain(|record| {
+                if let Record::Connect(attempt) = record {
+                    seen.push(*attempt);
+                }
+                resolver.on_record(record, now, &mut keep)
+            })
+            .expect("drain");
+        resolver.expire(now, &mut keep).expect("expire");
+    }
+
+    /// Waits until `count` resolved attempts from thread `tid` are in and
+    /// returns them in the order they resolved; panics after `timeout`.
+    pub fn resolved_of(
+        &mut self,
+        tid: u32,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<ResolvedAttempt> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.collect();
+            let mine: Vec<_> = self
+                .resolved
+                .iter()
+                .filter(|r| r.attempt.tid() == tid)
+                .copied()
+                .collect();
+            if mine.len() >= count {
+                return mine;
+            }
+            self.wait_until(deadline, || {
+                format!("expected {count} resolved attempts from tid {tid}, got {mine:?}")
+            });
+        }
+    }
+
+    /// Reports everything still pending as in progress (as at shutdown).
+    pub fn finish(&mut self) -> Vec<ResolvedAttempt> {
+        self.collect();
+        let mut out = Vec::new();
+        self.resolver
+            .finish(&mut |r| {
+                out.push(*r);
+                Ok::<_, ()>(())
+            })
+            .expect("finish");
+        out
+    }
+
+    fn wait_until(&mut self, deadline: Instant, failure: impl FnOnce() -> String) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{}", failure());
+        let reader = &mut self.reader;
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(left, reader.wait()).await });
     }
 
     /// Waits until `count` records from thread `tid` have arrived and
@@ -81,13 +168,7 @@ impl Traced {
     pub fn records_of(&mut self, tid: u32, count: usize) -> Vec<ConnectAttempt> {
         let deadline = Instant::now() + RECORD_TIMEOUT;
         loop {
-            let seen = &mut self.seen;
-            self.reader
-                .drain(|attempt| {
-                    seen.push(*attempt);
-                    Ok::<_, ()>(())
-                })
-                .expect("drain");
+            self.collect();
             let mine: Vec<_> = self
                 .seen
                 .iter()
@@ -97,16 +178,12 @@ impl Traced {
             if mine.len() >= count {
                 return mine;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "expected {count} records from tid {tid}, got {}: {mine:?}",
-                mine.len()
-            );
-            let reader = &mut self.reader;
-            let _ = self
-                .runtime
-                .block_on(async { tokio::time::timeout(left, reader.wait()).await });
+            self.wait_until(deadline, || {
+                format!(
+                    "expected {count} records from tid {tid}, got {}: {mine:?}",
+                    mine.len()
+                )
+            });
         }
     }
 
@@ -240,4 +317,38 @@ pub fn tcp_connect(addr: &RawAddr, domain: libc::c_int) -> (OwnedFd, i32) {
 /// The text of an address as the JSON records print it.
 pub fn addr_text(addr: SocketAddr) -> String {
     addr.ip().to_string()
+}
+
+/// The port whose SYNs are dropped inside [`in_dropping_netns`].
+pub const DROPPED_PORT: u16 = 9;
+
+/// Runs `client` in a new thread inside a fresh network namespace where
+/// loopback is up, SYNs to port 9 are dropped, and a lost SYN gives up after
+/// one retry (about 3 s). Returns what `client` returned.
+pub fn in_dropping_netns<T: Send + 'static>(client: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: unshare on this thread only; it stays in the namespace
+        // until it ends.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let script = format!(
+            "set -e
+             ip link set lo up
+             echo 1 > /proc/sys/net/ipv4/tcp_syn_retries
+             if [ -e /proc/sys/net/ipv4/tcp_syn_linear_timeouts ]; then
+               echo 0 > /proc/sys/net/ipv4/tcp_syn_linear_timeouts
+             fi
+             nft add table inet connect_trace_test
+             nft add chain inet connect_trace_test input '{{ type filter hook input priority 0; }}'
+             nft add rule inet connect_trace_test input tcp dport {DROPPED_PORT} tcp flags syn drop"
+        );
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success(), "namespace set-up failed: {status}");
+        client()
+    })
+    .join()
+    .unwrap()
 }

@@ -1,0 +1,343 @@
+//! The true outcome of connects that do not finish inside the syscall:
+//! real kernel programs, real sockets, and network namespaces of our own
+//! where SYNs are dropped so that handshakes time out in seconds.
+//!
+//! Needs root (`cargo xtask test` runs it so in CI).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic to fail the test"
+)]
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    os::fd::{AsRawFd, OwnedFd},
+    sync::mpsc::channel,
+    time::{Duration, Instant},
+};
+
+use common::{
+    DROPPED_PORT, RawAddr, Traced, closed_port, connect_raw, gettid, in_dropping_netns, listener,
+    socket,
+};
+use connect_trace::resolve::{Outcome, ResolvedAttempt};
+
+/// A handshake in such a namespace times out after about 3 s.
+const TIMEOUT_WAIT: Duration = Duration::from_secs(15);
+const QUICK: Duration = Duration::from_secs(5);
+
+fn nonblocking_tcp() -> OwnedFd {
+    socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)
+}
+
+fn dropped_addr() -> RawAddr {
+    RawAddr::inet(Ipv4Addr::LOCALHOST, DROPPED_PORT)
+}
+
+/// Every resolved attempt of `tid`, after the resolver was told to give up
+/// on anything pending, so that an extra or missing record shows.
+fn all_of(traced: &mut Traced, tid: u32) -> Vec<ResolvedAttempt> {
+    let mut all = traced.resolved_of(tid, 0, QUICK);
+    all.extend(
+        traced
+            .finish()
+            .into_iter()
+            .filter(|r| r.attempt.tid() == tid),
+    );
+    all
+}
+
+#[test]
+fn nonblocking_connect_to_a_listener_is_connected_with_a_handshake_time() {
+    let mut traced = Traced::start();
+    let (_listener, port) = listener("127.0.0.1");
+    let fd = nonblocking_tcp();
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
+    assert_eq!(
+        connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+        libc::EINPROGRESS
+    );
+    let resolved = traced.resolved_of(gettid(), 1, QUICK);
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let attempt = &resolved[0];
+    assert_eq!(attempt.attempt.errno(), libc::EINPROGRESS);
+    assert_eq!(attempt.outcome, Outcome::Connected);
+    assert!(attempt.handshake_ns.is_some_and(|ns| ns > 0), "{attempt:?}");
+    assert!(!attempt.repeat);
+    assert_eq!(all_of(&mut traced, gettid()).len(), 1);
+}
+
+#[test]
+fn nonblocking_connect_to_a_closed_port_is_refused() {
+    let mut traced = Traced::start();
+    let fd = nonblocking_tcp();
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, closed_port("127.0.0.1"));
+    let errno = connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len);
+    assert!(
+        matches!(errno, libc::EINPROGRESS | libc::ECONNREFUSED),
+        "{errno}"
+    );
+    let resolved = traced.resolved_of(gettid(), 1, QUICK);
+    assert_eq!(
+        resolved[0].outcome,
+        Outcome::Failed(Some(libc::ECONNREFUSED))
+    );
+    assert!(resolved[0].handshake_ns.is_some());
+    assert_eq!(all_of(&mut traced, gettid()).len(), 1);
+}
+
+#[test]
+fn a_handshake_that_times_out_is_reported_once_as_etimedout() {
+    let mut traced = Traced::start();
+    let started = Instant::now();
+    let (tid, _fd) = in_dropping_netns(|| {
+        let fd = nonblocking_tcp();
+        let addr = dropped_addr();
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+            libc::EINPROGRESS
+        );
+        (gettid(), fd)
+    });
+    let resolved = traced.resolved_of(tid, 1, TIMEOUT_WAIT);
+    let attempt = &resolved[0];
+    assert_eq!(attempt.attempt.errno(), libc::EINPROGRESS);
+    assert_eq!(attempt.outcome, Outcome::Failed(Some(libc::ETIMEDOUT)));
+    let handshake = Duration::from_nanos(attempt.handshake_ns.unwrap());
+    assert!(handshake >= Duration::from_secs(2), "{handshake:?}");
+    assert!(handshake <= started.elapsed());
+    assert_eq!(all_of(&mut traced, tid).len(), 1);
+}
+
+#[test]
+fn closing_the_socket_during_syn_sent_is_canceled() {
+    let mut traced = Traced::start();
+    let tid = in_dropping_netns(|| {
+        let fd = nonblocking_tcp();
+        let addr = dropped_addr();
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+            libc::EINPROGRESS
+        );
+        drop(fd);
+        gettid()
+    });
+    let resolved = traced.resolved_of(tid, 1, QUICK);
+    assert_eq!(resolved[0].outcome, Outcome::Canceled);
+    assert_eq!(resolved[0].outcome.final_errno(), None);
+    assert_eq!(all_of(&mut traced, tid).len(), 1);
+}
+
+#[test]
+fn a_second_connect_while_connecting_is_a_repeat() {
+    let mut traced = Traced::start();
+    let tid = in_dropping_netns(|| {
+        let fd = nonblocking_tcp();
+        let addr = dropped_addr();
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+            libc::EINPROGRESS
+        );
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+            libc::EALREADY
+        );
+        drop(fd);
+        gettid()
+    });
+    let resolved = traced.resolved_of(tid, 2, QUICK);
+    assert_eq!(resolved.len(), 2, "{resolved:?}");
+    let repeat = resolved
+        .iter()
+        .find(|r| r.attempt.errno() == libc::EALREADY)
+        .unwrap();
+    assert!(repeat.repeat);
+    let first = resolved
+        .iter()
+        .find(|r| r.attempt.errno() == libc::EINPROGRESS)
+        .unwrap();
+    assert!(!first.repeat);
+    assert_eq!(first.outcome, Outcome::Canceled);
+    assert_eq!(all_of(&mut traced, tid).len(), 2);
+}
+
+#[test]
+fn connecting_a_connected_socket_again_is_a_repeat() {
+    let mut traced = Traced::start();
+    let (_listener, port) = listener("127.0.0.1");
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
+    assert_eq!(connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len), 0);
+    assert_eq!(
+        connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+        libc::EISCONN
+    );
+    let resolved = traced.resolved_of(gettid(), 2, QUICK);
+    assert_eq!(resolved[0].outcome, Outcome::Connected);
+    assert!(!resolved[0].repeat);
+    assert!(resolved[0].handshake_ns.is_some());
+    assert!(resolved[1].repeat);
+    assert_eq!(resolved[1].attempt.errno(), libc::EISCONN);
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a SIGUSR1 handler without SA_RESTART, so a blocking call that
+/// it interrupts returns EINTR.
+fn install_interrupting_handler() {
+    // SAFETY: a valid handler that does nothing; flags 0 (no SA_RESTART).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Waits until thread `tid` of this process is blocked in connect(2).
+fn wait_blocked_in_connect(tid: u32) {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let prefix = format!("{} ", libc::SYS_connect);
+    let deadline = Instant::now() + QUICK;
+    while !std::fs::read_to_string(&path).is_ok_and(|text| text.starts_with(&prefix)) {
+        assert!(
+            Instant::now() < deadline,
+            "thread {tid} never blocked in connect"
+        );
+        // Nothing to wait on: the kernel publishes this state only here.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn an_interrupted_blocking_connect_goes_on_to_its_outcome() {
+    let mut traced = Traced::start();
+    install_interrupting_handler();
+    let (ready, blocked) = channel();
+    let client = std::thread::spawn(move || {
+        in_dropping_netns(move || {
+            // SAFETY: pthread_self has no preconditions.
+            ready
+                .send((gettid(), unsafe { libc::pthread_self() }))
+                .unwrap();
+            let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+            let addr = dropped_addr();
+            let errno = connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len);
+            (errno, fd)
+        })
+    });
+    let (tid, thread) = blocked.recv().unwrap();
+    wait_blocked_in_connect(tid);
+    // SAFETY: the thread is alive: it is blocked in connect().
+    assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
+    let (errno, _fd) = client.join().unwrap();
+    assert_eq!(errno, libc::EINTR);
+    let resolved = traced.resolved_of(tid, 1, TIMEOUT_WAIT);
+    assert_eq!(resolved[0].attempt.errno(), libc::EINTR);
+    assert_eq!(resolved[0].outcome, Outcome::Failed(Some(libc::ETIMEDOUT)));
+    assert_eq!(all_of(&mut traced, tid).len(), 1);
+}
+
+#[test]
+fn a_tokio_client_with_a_timeout_is_reported_correctly() {
+    let mut traced = Traced::start();
+    let (_listener, port) = listener("127.0.0.1");
+    let closed = closed_port("127.0.0.1");
+    let tid = in_dropping_netns(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let connect = |port: u16| {
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                tokio::time::timeout(
+                    Duration::from_millis(300),
+                    tokio::net::TcpStream::connect(addr),
+                )
+            };
+            // The listener lives in the root namespace; in this one the
+            // same port is closed. The dropped port never answers, so the
+            // timeout drops (closes) the socket mid-handshake.
+            assert!(connect(port).await.unwrap().is_err());
+            assert!(connect(closed).await.unwrap().is_err());
+            assert!(connect(DROPPED_PORT).await.is_err(), "should time out");
+        });
+        gettid()
+    });
+    let mut resolved = traced.resolved_of(tid, 3, QUICK);
+    resolved.sort_by_key(|r| r.attempt.start_monotonic_ns());
+    let outcomes: Vec<Outcome> = resolved.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Failed(Some(libc::ECONNREFUSED)),
+            Outcome::Failed(Some(libc::ECONNREFUSED)),
+            Outcome::Canceled
+        ]
+    );
+    assert_eq!(all_of(&mut traced, tid).len(), 3);
+    // And a tokio connect that succeeds, in the root namespace.
+    let tid = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+        gettid()
+    })
+    .join()
+    .unwrap();
+    let resolved = traced.resolved_of(tid, 1, QUICK);
+    assert_eq!(resolved[0].attempt.errno(), libc::EINPROGRESS);
+    assert_eq!(resolved[0].outcome, Outcome::Connected);
+    assert_eq!(all_of(&mut traced, tid).len(), 1);
+}
+
+#[test]
+fn a_plain_blocking_client_is_reported_once() {
+    let mut traced = Traced::start();
+    let (_listener, port) = listener("127.0.0.1");
+    let _stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let refused = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, closed_port("127.0.0.1")));
+    assert!(refused.is_err());
+    let resolved = traced.resolved_of(gettid(), 2, QUICK);
+    assert_eq!(resolved[0].attempt.errno(), 0);
+    assert_eq!(resolved[0].outcome, Outcome::Connected);
+    assert!(resolved[0].handshake_ns.is_some());
+    assert_eq!(
+        resolved[1].outcome,
+        Outcome::Failed(Some(libc::ECONNREFUSED))
+    );
+    assert_eq!(all_of(&mut traced, gettid()).len(), 2);
+}
+
+#[test]
+fn udp_and_unix_connects_resolve_from_their_return_value() {
+    let mut traced = Traced::start();
+    let udp = socket(libc::AF_INET, libc::SOCK_DGRAM);
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, closed_port("127.0.0.1"));
+    assert_eq!(connect_raw(udp.as_raw_fd(), addr.as_ptr(), addr.len), 0);
+    let unix = socket(libc::AF_UNIX, libc::SOCK_STREAM);
+    let path = RawAddr::unix(b"/nonexistent/connect-trace.sock");
+    assert_eq!(
+        connect_raw(unix.as_raw_fd(), path.as_ptr(), path.len),
+        libc::ENOENT
+    );
+    let resolved = traced.resolved_of(gettid(), 2, QUICK);
+    assert_eq!(resolved[0].outcome, Outcome::Connected);
+    assert_eq!(resolved[0].handshake_ns, None);
+    assert_eq!(resolved[1].outcome, Outcome::Failed(Some(libc::ENOENT)));
+}
