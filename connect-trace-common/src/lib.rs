@@ -30,6 +30,64 @@ pub mod map {
     pub const COUNTERS: &str = "COUNTERS";
     /// TCP handshakes under way, keyed by socket address (`skaddr`).
     pub const PENDING: &str = "PENDING";
+    /// Per-CPU `u64` counts of attempts by family and final outcome,
+    /// indexed by [`crate::outcome_count::slot`].
+    pub const OUTCOMES: &str = "OUTCOMES";
+}
+
+/// Exact kernel counts of attempts by address family and final outcome.
+///
+/// Every call that passes the filters is counted once, when its outcome is
+/// known: at syscall exit, or when the handshake it started ends. These
+/// counts do not depend on the ring buffer, so they stay exact when records
+/// are lost.
+pub mod outcome_count {
+    /// Family slots: unspec, unix, inet, inet6, anything else (or unreadable).
+    pub const FAMILIES: u32 = 5;
+    /// Family slot for families other than the four named ones.
+    pub const FAMILY_OTHER: u32 = 4;
+    /// Code: connected.
+    pub const CONNECTED: u32 = 0;
+    /// Codes 1..=`MAX_ERRNO`: failed with that errno.
+    pub const MAX_ERRNO: u32 = 133;
+    /// Code: failed with an errno above `MAX_ERRNO` or not known.
+    pub const FAILED_OTHER: u32 = 134;
+    /// Code: the application closed the socket during the handshake.
+    pub const CANCELED: u32 = 135;
+    /// Code: still connecting and not followed (not TCP, or no room).
+    pub const IN_PROGRESS: u32 = 136;
+    /// Code: a repeat on a socket already connecting or connected
+    /// (EALREADY, EISCONN): not a new attempt.
+    pub const REPEAT: u32 = 137;
+    /// Codes per family.
+    pub const CODES: u32 = 138;
+    /// Slots in the map.
+    pub const SLOTS: u32 = FAMILIES * CODES;
+
+    /// The family slot of an `sa_family` value.
+    pub const fn family_slot(family: u16) -> u32 {
+        match family {
+            0 => 0,
+            1 => 1,
+            2 => 2,
+            10 => 3,
+            _ => FAMILY_OTHER,
+        }
+    }
+
+    /// The code for a failure with `errno`.
+    pub const fn failed(errno: i32) -> u32 {
+        if errno > 0 && errno as u32 <= MAX_ERRNO {
+            errno as u32
+        } else {
+            FAILED_OTHER
+        }
+    }
+
+    /// The map index of a family slot and a code.
+    pub const fn slot(family_slot: u32, code: u32) -> u32 {
+        family_slot * CODES + code
+    }
 }
 
 /// Names of the read-only globals the loader sets before loading.
@@ -184,6 +242,10 @@ pub struct PendingHandshake {
     pub syn_ns: u64,
     /// The connecting thread (`pid_tgid`).
     pub pid_tgid: u64,
+    /// [`outcome_count::family_slot`] of the destination.
+    pub family_slot: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
 }
 
 /// The outcome of a handshake that ended after its connect() returned.
@@ -243,4 +305,5 @@ pub struct ConnectRecord {
 const _: () = assert!(core::mem::size_of::<Handshake>() == 32);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 184);
 const _: () = assert!(core::mem::size_of::<OutcomeRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<PendingHandshake>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 240);

@@ -32,8 +32,19 @@ use aya_ebpf::{
 use connect_trace_common::{
     ConnectRecord, Handshake, IPPROTO_TCP, InFlight, OUTCOME_ERR_UNKNOWN, OutcomeRecord,
     PendingHandshake, SK_ERR_UNKNOWN, SOCKADDR_MAX, addr_flags, connect_flags, counter,
-    record_kind, tcp_state,
+    outcome_count, record_kind, tcp_state,
 };
+
+// errno values the programs need to tell a final result from a call that
+// leaves its handshake running.
+const EINTR: i32 = 4;
+const EALREADY: i32 = 114;
+const EINPROGRESS: i32 = 115;
+const EISCONN: i32 = 106;
+const ERESTARTSYS: i32 = 512;
+const ERESTARTNOINTR: i32 = 513;
+const ERESTARTNOHAND: i32 = 514;
+const ERESTART_RESTARTBLOCK: i32 = 516;
 
 #[unsafe(no_mangle)]
 static FILTER_TGID: Global<u32> = Global::new(0);
@@ -83,6 +94,68 @@ static PENDING: HashMap<u64, PendingHandshake> = HashMap::with_max_entries(65536
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map]
+static OUTCOMES: PerCpuArray<u64> = PerCpuArray::with_max_entries(outcome_count::SLOTS, 0);
+
+#[inline(always)]
+fn count_outcome(family_slot: u32, code: u32) {
+    if let Some(value) = OUTCOMES.get_ptr_mut(outcome_count::slot(family_slot, code)) {
+        // Per-CPU slot; tracepoint programs do not nest on one CPU.
+        unsafe { *value += 1 };
+    }
+}
+
+/// The family slot of the address saved at entry.
+fn family_slot_of(in_flight: &InFlight) -> u32 {
+    if in_flight.addr_flags != 0 || in_flight.addrlen < 2 {
+        return outcome_count::FAMILY_OTHER;
+    }
+    outcome_count::family_slot(u16::from_ne_bytes([in_flight.addr[0], in_flight.addr[1]]))
+}
+
+/// The outcome code of a handshake that ended (`outcome_state` set). A close
+/// without an error is a cancel, unless the call itself failed: then the
+/// kernel undid the SYN_SENT state on its way out (no source port, say).
+fn handshake_code(handshake: &Handshake, errno: i32) -> u32 {
+    if handshake.outcome_state == tcp_state::ESTABLISHED {
+        return outcome_count::CONNECTED;
+    }
+    match handshake.outcome_err {
+        0 if errno > 0 && !continues(errno) => outcome_count::failed(errno),
+        0 => outcome_count::CANCELED,
+        err => outcome_count::failed(err),
+    }
+}
+
+/// The call returned while its handshake goes on.
+fn continues(errno: i32) -> bool {
+    matches!(
+        errno,
+        EINPROGRESS | EINTR | ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK
+    )
+}
+
+/// Counts a call at exit, unless its outcome is counted when its handshake
+/// ends (or was counted already, if it ended on another CPU first).
+fn count_call(in_flight: &InFlight, ret: i64) {
+    let errno = if ret < 0 { -(ret as i32) } else { 0 };
+    let handshake = &in_flight.handshake;
+    let code = if errno == EALREADY || errno == EISCONN {
+        outcome_count::REPEAT
+    } else if handshake.outcome_state != 0 {
+        handshake_code(handshake, errno)
+    } else if handshake.sock != 0 && in_flight.flags & connect_flags::UNTRACKED == 0 {
+        return;
+    } else if errno == 0 {
+        outcome_count::CONNECTED
+    } else if continues(errno) {
+        outcome_count::IN_PROGRESS
+    } else {
+        outcome_count::failed(errno)
+    };
+    count_outcome(family_slot_of(in_flight), code);
+}
 
 #[inline(always)]
 fn count(slot: u32) {
@@ -176,6 +249,7 @@ fn emit_record(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         return Ok(());
     }
     count(counter::ATTEMPTS);
+    count_call(in_flight, ret);
     let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
         count(counter::RINGBUF_FULL);
         let _ = IN_FLIGHT.remove(&pid_tgid);
@@ -236,7 +310,12 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
         let syn_ns = unsafe { bpf_ktime_get_ns() };
         in_flight.handshake.sock = sock;
         in_flight.handshake.syn_ns = syn_ns;
-        let pending = PendingHandshake { syn_ns, pid_tgid };
+        let pending = PendingHandshake {
+            syn_ns,
+            pid_tgid,
+            family_slot: family_slot_of(in_flight),
+            reserved: 0,
+        };
         if PENDING.insert(&sock, &pending, u64::from(BPF_ANY)).is_err() {
             in_flight.flags |= connect_flags::UNTRACKED;
             count(counter::PENDING_FULL);
@@ -273,6 +352,7 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
+    count_outcome(pending.family_slot, handshake_code(&outcome, 0));
     let Some(mut entry) = EVENTS.reserve::<OutcomeRecord>(0) else {
         count(counter::OUTCOME_RINGBUF_FULL);
         return Ok(());

@@ -12,6 +12,8 @@ use std::{borrow::Cow, fmt::Write as _, io};
 use serde::{Serialize, Serializer};
 
 use crate::{
+    aggregate::Summary,
+    catalog,
     clock::WallClock,
     errno,
     resolve::ResolvedAttempt,
@@ -55,7 +57,7 @@ impl JsonLines {
         let errno = attempt.errno();
         let record = ConnectLine {
             kind: "connect",
-            ts: Rfc3339(self.clock.to_system_time(attempt.start_monotonic_ns())),
+            ts: self.clock.to_system_time(attempt.start_monotonic_ns()),
             pid: attempt.pid(),
             tid: attempt.tid(),
             uid: attempt.uid(),
@@ -74,10 +76,12 @@ impl JsonLines {
             ret: attempt.ret(),
             errno,
             errno_name: errno::name(errno),
+            errno_class: class_name(errno),
             latency_ns: attempt.latency_ns(),
             outcome: resolved.outcome.name(),
             final_errno,
             final_errno_name: final_errno.and_then(errno::name),
+            final_errno_class: final_errno.and_then(class_name),
             handshake_ns: resolved.handshake_ns,
             repeat: resolved.repeat,
         };
@@ -91,7 +95,8 @@ impl JsonLines {
 struct ConnectLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    ts: Rfc3339,
+    #[serde(serialize_with = "rfc3339")]
+    ts: std::time::SystemTime,
     pid: u32,
     tid: u32,
     uid: u32,
@@ -113,22 +118,35 @@ struct ConnectLine<'a> {
     ret: i32,
     errno: i32,
     errno_name: Option<&'static str>,
+    errno_class: Option<&'static str>,
     latency_ns: u64,
     outcome: &'static str,
     final_errno: Option<i32>,
     final_errno_name: Option<&'static str>,
+    final_errno_class: Option<&'static str>,
     handshake_ns: Option<u64>,
     repeat: bool,
 }
 
-/// A timestamp rendered as RFC 3339 UTC with nanoseconds, written straight
-/// into the output without an intermediate `String`.
-struct Rfc3339(std::time::SystemTime);
+/// The catalog class of an errno (`refused`, `timeout`, ...); `None` for 0
+/// and for errnos connect() is not documented to return.
+fn class_name(errno: i32) -> Option<&'static str> {
+    catalog::class_of(errno).map(catalog::Class::name)
+}
 
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_nanos(self.0))
-    }
+/// Serializes a timestamp as RFC 3339 UTC with nanoseconds, written straight
+/// into the output without an intermediate `String`.
+pub(crate) fn rfc3339<S: Serializer>(
+    time: &std::time::SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_nanos(*time))
+}
+
+/// Appends one `{"type":"summary"}` line (schema: `docs/json-schema.md`).
+pub fn write_summary<W: io::Write>(out: &mut W, summary: &Summary) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, summary)?;
+    out.write_all(b"\n")
 }
 
 /// `"inet"`, `"inet6"`, `"unix"`, `"unspec"`, the family number for any
@@ -272,10 +290,12 @@ mod tests {
                 "ret",
                 "errno",
                 "errno_name",
+                "errno_class",
                 "latency_ns",
                 "outcome",
                 "final_errno",
                 "final_errno_name",
+                "final_errno_class",
                 "handshake_ns",
                 "repeat"
             ]
@@ -315,9 +335,11 @@ mod tests {
             repeat: false,
         });
         assert_eq!(value["errno_name"], "EINPROGRESS");
+        assert_eq!(value["errno_class"], "in-progress");
         assert_eq!(value["outcome"], "failed");
         assert_eq!(value["final_errno"], libc::ETIMEDOUT);
         assert_eq!(value["final_errno_name"], "ETIMEDOUT");
+        assert_eq!(value["final_errno_class"], "timeout");
         assert_eq!(value["handshake_ns"], 3_000_000_000u64);
         assert_eq!(value["repeat"], false);
 
@@ -351,6 +373,7 @@ mod tests {
         let (_, value) = render(record);
         assert_eq!(value["errno"], 0);
         assert_eq!(value["errno_name"], Value::Null);
+        assert_eq!(value["errno_class"], Value::Null);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `connect-trace` command line.
 
-use std::{io, process::ExitCode};
+use std::{
+    io::{self, IsTerminal as _, Write as _},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 
@@ -18,10 +21,21 @@ struct Cli {
 enum Command {
     /// Attach to connect() and write one JSON object per call (JSON Lines).
     Run(cli::run::RunArgs),
+    /// Explain a connect() errno (name or number): meaning, class, what to
+    /// check. Needs no privileges.
+    Explain(cli::explain::ExplainArgs),
+    /// Check this host for everything `run` needs (privileges, bpf(), ring
+    /// buffers, tracefs, tracepoints, BTF, cgroup v2); exits non-zero when
+    /// `run` cannot work.
+    Check(cli::check::CheckArgs),
 }
+
+/// Names the log level (`error`, `warn`, `info`, `debug`, `trace`).
+const LOG_LEVEL_VARIABLE: &str = "CONNECT_TRACE_LOG";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,6 +46,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => cli::run::run(args).await,
+            Command::Explain(args) => cli::explain::run(&args),
+            Command::Check(args) => cli::check::run(&args),
         }
     });
     match result {
@@ -42,8 +58,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr, one line each, at the level named by
+/// `CONNECT_TRACE_LOG` (default `info`). A closed stderr loses the logs but
+/// never stops the daemon.
+fn init_logging() {
+    let level = std::env::var(LOG_LEVEL_VARIABLE)
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(io::stderr)
+        // Its own report of a failed write uses eprintln!, which panics
+        // when stderr is closed.
+        .log_internal_errors(false)
+        .init();
+}
+
 fn fail(error: &anyhow::Error) -> ExitCode {
-    eprintln!("connect-trace: error: {error:#}");
+    // One line a user can act on; ignore a closed stderr.
+    let _ = writeln!(io::stderr(), "connect-trace: error: {error:#}");
     ExitCode::FAILURE
 }
 

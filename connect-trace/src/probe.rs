@@ -8,11 +8,12 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, map, program};
+use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, map, outcome_count, program};
 use thiserror::Error;
 
 use crate::{
     btf::{self, Btf, BtfError},
+    kernel_counts::OutcomeTally,
     privileges,
     tracefs::{Tracefs, TracefsError},
 };
@@ -52,7 +53,7 @@ impl Default for TracerConfig {
 #[derive(Debug, Error)]
 pub enum LoadError {
     /// The process lacks the capabilities to load eBPF programs.
-    #[error("connect-trace needs root, or {}; this process lacks {}", "CAP_BPF and CAP_PERFMON", .missing.join(" and "))]
+    #[error("connect-trace needs root, or {}; this process lacks {}", "CAP_BPF and CAP_PERFMON (and CAP_DAC_READ_SEARCH when not uid 0)", .missing.join(" and "))]
     MissingPrivileges {
         /// Names of the missing capabilities.
         missing: Vec<&'static str>,
@@ -115,6 +116,7 @@ pub struct KernelCounters {
 pub struct Tracer {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    outcomes: PerCpuArray<MapData, u64>,
     program_ids: Vec<u32>,
     btf_problem: Option<BtfError>,
 }
@@ -226,9 +228,17 @@ impl Tracer {
             name: map::COUNTERS,
             source,
         })?;
+        let outcomes = ebpf
+            .take_map(map::OUTCOMES)
+            .ok_or(LoadError::MissingMap(map::OUTCOMES))?;
+        let outcomes = PerCpuArray::try_from(outcomes).map_err(|source| LoadError::Map {
+            name: map::OUTCOMES,
+            source,
+        })?;
         Ok(Self {
             ebpf,
             counters,
+            outcomes,
             program_ids,
             btf_problem,
         })
@@ -257,6 +267,14 @@ impl Tracer {
     /// kernel's BTF could not tell where `sock.sk_err` is.
     pub fn btf_problem(&self) -> Option<&BtfError> {
         self.btf_problem.as_ref()
+    }
+
+    /// Reads the kernel's exact counts of attempts by family and outcome.
+    pub fn outcome_counts(&self) -> Result<OutcomeTally, MapError> {
+        let slots = (0..outcome_count::SLOTS)
+            .map(|slot| Ok(self.outcomes.get(&slot, 0)?.iter().sum()))
+            .collect::<Result<Vec<u64>, MapError>>()?;
+        Ok(OutcomeTally::from_slots(slots))
     }
 
     /// Reads the kernel counters.

@@ -214,17 +214,18 @@ impl Resolver {
                 .map(|(outcome, _)| outcome)
         });
         if let Some(outcome) = known {
-            return self.emit(
-                attempt,
-                Outcome::of_handshake(outcome.end),
-                Some(outcome.handshake_ns),
-                repeat,
-                emit,
-            );
+            let resolved = match outcome.end {
+                // The kernel undid SYN_SENT on the way out of a call that
+                // failed by itself (no source port, say): not a cancel.
+                HandshakeEnd::Closed(Some(0)) if errno != 0 && !continues(errno) => {
+                    Outcome::Failed(Some(errno))
+                }
+                end => Outcome::of_handshake(end),
+            };
+            return self.emit(attempt, resolved, Some(outcome.handshake_ns), repeat, emit);
         }
-        let continues = matches!(errno, EINPROGRESS | EINTR);
         if let Some(sock) = sock
-            && continues
+            && continues(errno)
             && !attempt.handshake_untracked()
         {
             if self.pending.len() >= self.config.max_pending {
@@ -345,6 +346,12 @@ impl Resolver {
     }
 }
 
+/// The call returned while its handshake goes on (restart codes already
+/// read as EINTR).
+const fn continues(errno: i32) -> bool {
+    matches!(errno, EINPROGRESS | EINTR)
+}
+
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -446,6 +453,23 @@ mod tests {
         assert_eq!(out[0].outcome, Outcome::Connected);
         assert_eq!(out[0].handshake_ns, Some(100));
         assert_eq!(out[1].outcome, Outcome::Failed(Some(libc::ECONNREFUSED)));
+    }
+
+    #[test]
+    fn a_call_that_failed_by_itself_is_not_a_cancel() {
+        let mut resolver = Resolver::new(ResolverConfig::default());
+        let out = feed(
+            &mut resolver,
+            &[call_with_outcome(libc::EADDRNOTAVAIL, tcp_state::CLOSE, 0)],
+            0,
+        );
+        assert_eq!(out[0].outcome, Outcome::Failed(Some(libc::EADDRNOTAVAIL)));
+        let out = feed(
+            &mut resolver,
+            &[call_with_outcome(EINPROGRESS, tcp_state::CLOSE, 0)],
+            0,
+        );
+        assert_eq!(out[0].outcome, Outcome::Canceled);
     }
 
     #[test]

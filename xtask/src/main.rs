@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod install;
 mod process;
 mod setup;
 mod toolchain;
@@ -36,6 +38,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then measure what tracing costs each connect()
+    /// against bpftrace and strace, and whether the daemon keeps up (as root).
+    Bench(bench::BenchArgs),
+    /// Set up, build, then install the binary, the systemd unit and the
+    /// logrotate snippet (as root); prints how to start the service.
+    Install(install::InstallArgs),
 }
 
 fn main() -> Result<()> {
@@ -57,6 +65,11 @@ fn main() -> Result<()> {
             let binary = root.join("target/release/connect-trace");
             process::run(Command::new(binary).arg("run").args(args))
         }
+        Task::Bench(args) => {
+            setup::setup(&root)?;
+            bench::bench(&root, &args)
+        }
+        Task::Install(args) => install::install(&root, &args),
     }
 }
 

@@ -32,6 +32,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "bpftrace",
         "the benchmark compares against bpftrace on the same tracepoints",
     ),
+    (
+        "prometheus",
+        "tests scrape the daemon with a real Prometheus and lint it with promtool",
+    ),
 ];
 
 /// Installs whatever is missing.

@@ -1,19 +1,26 @@
-//! `connect-trace run`: attach, stream JSON Lines, stop cleanly on a signal.
+//! `connect-trace run`: attach, stream JSON Lines and summaries, serve
+//! metrics, stop cleanly on a signal.
 
 use std::{
     fs::OpenOptions,
     io::{self, BufWriter, Write},
+    net::SocketAddr,
     path::PathBuf,
-    time::Duration,
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 use connect_trace::{
+    aggregate::{Aggregator, DEFAULT_CAPACITY, Delivery},
     clock::WallClock,
-    json::JsonLines,
+    http,
+    json::{self, JsonLines},
+    metrics::{Health, Metrics},
     probe::{DEFAULT_RING_BUFFER_BYTES, KernelCounters, Tracer, TracerConfig},
     reader::EventReader,
+    record::Record,
     resolve::{DEFAULT_RESOLVE_TIMEOUT, ResolvedAttempt, Resolver, ResolverConfig},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,8 +46,27 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
 
-    /// Ring buffer size in bytes (a power of two, at least 4096). Each record
-    /// takes 216 bytes in it.
+    /// Seconds between `{"type":"summary"}` records (failure rates and the
+    /// top failing destinations, processes, errors and cgroups); 0 for none.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    interval: u64,
+
+    /// Write only summary records, no record per connect().
+    #[arg(long)]
+    summary_only: bool,
+
+    /// How many keys each summary lists per dimension (and how many
+    /// `connect_trace_top_*` series the metrics carry).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    top: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and health at
+    /// /healthz. A bare port binds 127.0.0.1. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    metrics: Option<SocketAddr>,
+
+    /// Ring buffer size in bytes (a power of two, at least 4096). Each call
+    /// record takes 248 bytes in it.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     ring_buffer_size: u32,
 
@@ -50,24 +76,18 @@ pub struct RunArgs {
     poll_interval_ms: u64,
 }
 
-/// How often newly lost records are reported on stderr, and unresolved
-/// attempts checked against the resolution timeout.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Where resolved attempts go: rendered as JSON Lines into `out`.
-struct Sink<W> {
-    renderer: JsonLines,
-    out: W,
-    written: u64,
-}
-
-impl<W: Write> Sink<W> {
-    fn write(&mut self, resolved: &ResolvedAttempt) -> io::Result<()> {
-        self.renderer.write_attempt(&mut self.out, resolved)?;
-        self.written += 1;
-        Ok(())
+/// `9750` → 127.0.0.1:9750; anything else must be a full socket address.
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
+    text.parse()
+        .map_err(|_| format!("`{text}` is neither a port nor an address like 127.0.0.1:9750"))
 }
+
+/// How often newly lost records are reported on stderr, metrics refreshed
+/// from the kernel, and unresolved attempts checked against the timeout.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until SIGINT or SIGTERM, or until the output goes away.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -80,39 +100,69 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health::default());
+    let server = match args.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on --metrics {addr}"))?;
+            Some(tokio::spawn(http::serve(
+                listener,
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+            )))
+        }
+        None => None,
+    };
 
     let mut tracer = Tracer::load(&config)?;
-    let mut reader = EventReader::new(
+    let reader = EventReader::new(
         tracer.take_events()?,
         Duration::from_millis(args.poll_interval_ms),
     )
     .context("watching the ring buffer")?;
-    eprintln!(
-        "connect-trace: tracing connect() with programs {:?}; writing JSON Lines to {}",
+    metrics.set_attached(true);
+    health.set_attached(true);
+    health.drained(WallClock::monotonic_now_ns());
+    tracing::info!(
+        "tracing connect() with programs {:?}; writing JSON Lines to {}{}",
         tracer.program_ids(),
         args.output
             .as_ref()
             .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string()),
+        args.metrics
+            .map(|addr| format!("; metrics at http://{addr}/metrics"))
+            .unwrap_or_default(),
     );
-
     if let Some(problem) = tracer.btf_problem() {
-        eprintln!(
-            "connect-trace: warning: {problem}; failed handshakes will be reported without their error"
-        );
+        tracing::warn!("{problem}; failed handshakes will be reported without their error");
     }
 
-    let mut resolver = Resolver::new(ResolverConfig {
-        timeout: Duration::from_secs(args.resolve_timeout),
-        failures_only: args.failures_only,
-        ..ResolverConfig::default()
-    });
-    let mut sink = Sink {
-        renderer: JsonLines::new(WallClock::new()),
-        out: output,
-        written: 0,
+    let mut daemon = Daemon {
+        reader,
+        resolver: Resolver::new(ResolverConfig {
+            timeout: Duration::from_secs(args.resolve_timeout),
+            failures_only: args.failures_only,
+            ..ResolverConfig::default()
+        }),
+        sink: Sink {
+            renderer: JsonLines::new(WallClock::new()),
+            out: output,
+            per_attempt: !args.summary_only,
+            written: 0,
+        },
+        aggregator: Aggregator::new(DEFAULT_CAPACITY, SystemTime::now()),
+        metrics: Arc::clone(&metrics),
+        health: Arc::clone(&health),
+        delivered: 0,
+        top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
     let mut reported = KernelCounters::default();
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let summaries = args.interval > 0;
+    let mut summary_tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
+    summary_tick.tick().await;
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
@@ -121,35 +171,38 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let counters = tracer.counters().context("reading kernel counters")?;
                 report_new_losses(&reported, &counters);
                 reported = counters;
-                resolver
-                    .expire(WallClock::monotonic_now_ns(), &mut |resolved| sink.write(resolved))
-                    .context("writing records")?;
-                sink.out.flush().context("writing records")?;
+                daemon.housekeeping(&tracer)?;
             }
-            ready = reader.wait() => {
+            _ = summary_tick.tick(), if summaries => daemon.summarize(&tracer)?,
+            ready = daemon.reader.wait() => {
                 ready.context("waiting on the ring buffer")?;
-                sink.renderer.resync_clock();
-                write_batch(&mut reader, &mut resolver, &mut sink)?;
+                daemon.sink.renderer.resync_clock();
+                daemon.write_batch()?;
             }
         }
     }
 
     // Records submitted before the signal are still in the buffer, and
     // attempts still waiting for their handshake are reported as they are.
-    write_batch(&mut reader, &mut resolver, &mut sink)?;
-    resolver
-        .finish(&mut |resolved| sink.write(resolved))
-        .context("writing records")?;
-    sink.out.flush().context("writing records")?;
+    daemon.write_batch()?;
+    daemon.finish()?;
+    if summaries {
+        daemon.summarize(&tracer)?;
+    }
     let counters = tracer.counters().context("reading kernel counters")?;
+    metrics.set_attached(false);
+    health.set_attached(false);
     drop(tracer);
-    let stats = resolver.stats();
-    eprintln!(
-        "connect-trace: stopped; {} records written, {} lost (ring buffer full), {} outcomes lost, {} undecodable, {} exits without entry, {} unresolved at timeout, {} not followed (pending sets full)",
-        sink.written,
+    if let Some(server) = server {
+        server.abort();
+    }
+    let stats = daemon.resolver.stats();
+    tracing::info!(
+        "stopped; {} records written, {} lost (ring buffer full), {} outcomes lost, {} undecodable, {} exits without entry, {} unresolved at timeout, {} not followed (pending sets full)",
+        daemon.sink.written,
         counters.ringbuf_full,
         counters.outcome_ringbuf_full,
-        reader.undecodable(),
+        daemon.reader.undecodable(),
         counters.exit_without_entry,
         stats.timed_out,
         stats.evicted + counters.pending_full,
@@ -157,27 +210,148 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Resolves and renders every waiting record, then flushes, so records
-/// reach `tail -f` within one poll interval of their outcome.
-fn write_batch(
-    reader: &mut EventReader,
-    resolver: &mut Resolver,
-    sink: &mut Sink<impl Write>,
-) -> Result<()> {
-    let now = WallClock::monotonic_now_ns();
-    reader
-        .drain(|record| resolver.on_record(record, now, &mut |resolved| sink.write(resolved)))
-        .context("writing records")?;
-    sink.out.flush().context("writing records")
+/// Where resolved attempts and summaries go: JSON Lines into `out`.
+struct Sink<W> {
+    renderer: JsonLines,
+    out: W,
+    per_attempt: bool,
+    written: u64,
+}
+
+/// The record pipeline after the kernel: resolve, aggregate, count, write.
+struct Daemon<W> {
+    reader: EventReader,
+    resolver: Resolver,
+    sink: Sink<W>,
+    aggregator: Aggregator,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Call records taken from the ring buffer.
+    delivered: u64,
+    top: usize,
+}
+
+/// Takes one resolved attempt through aggregation, metrics and output.
+fn consume<W: Write>(
+    resolved: &ResolvedAttempt,
+    now_secs: u64,
+    sink: &mut Sink<W>,
+    aggregator: &mut Aggregator,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    aggregator.record(resolved, now_secs);
+    metrics.record(resolved);
+    if sink.per_attempt {
+        sink.renderer.write_attempt(&mut sink.out, resolved)?;
+        sink.written += 1;
+    }
+    Ok(())
+}
+
+impl<W: Write> Daemon<W> {
+    /// Resolves and writes every waiting record, then flushes, so records
+    /// reach `tail -f` within one poll interval of their outcome.
+    fn write_batch(&mut self) -> Result<()> {
+        let now = WallClock::monotonic_now_ns();
+        let now_secs = now / 1_000_000_000;
+        let Self {
+            reader,
+            resolver,
+            sink,
+            aggregator,
+            metrics,
+            delivered,
+            ..
+        } = self;
+        let mut calls = 0;
+        reader
+            .drain(|record| {
+                if matches!(record, Record::Connect(_)) {
+                    calls += 1;
+                }
+                resolver.on_record(record, now, &mut |resolved| {
+                    consume(resolved, now_secs, sink, aggregator, metrics)
+                })
+            })
+            .context("writing records")?;
+        *delivered += calls;
+        self.metrics.delivered(calls);
+        self.health.drained(now);
+        self.sink.out.flush().context("writing records")
+    }
+
+    /// Times out unresolved attempts and refreshes the metrics from the
+    /// kernel's counters.
+    fn housekeeping(&mut self, tracer: &Tracer) -> Result<()> {
+        let now = WallClock::monotonic_now_ns();
+        let Self {
+            resolver,
+            sink,
+            aggregator,
+            metrics,
+            ..
+        } = self;
+        resolver
+            .expire(now, &mut |resolved| {
+                consume(resolved, now / 1_000_000_000, sink, aggregator, metrics)
+            })
+            .context("writing records")?;
+        self.sink.out.flush().context("writing records")?;
+        let counters = tracer.counters().context("reading kernel counters")?;
+        let outcomes = tracer.outcome_counts().context("reading kernel counters")?;
+        self.metrics
+            .update(&counters, &outcomes, self.resolver.stats());
+        Ok(())
+    }
+
+    /// Reports every attempt still waiting as in progress.
+    fn finish(&mut self) -> Result<()> {
+        let now_secs = WallClock::monotonic_now_ns() / 1_000_000_000;
+        let Self {
+            resolver,
+            sink,
+            aggregator,
+            metrics,
+            ..
+        } = self;
+        resolver
+            .finish(&mut |resolved| consume(resolved, now_secs, sink, aggregator, metrics))
+            .context("writing records")?;
+        self.sink.out.flush().context("writing records")
+    }
+
+    /// Writes a summary of the interval that just ended.
+    fn summarize(&mut self, tracer: &Tracer) -> Result<()> {
+        let counters = tracer.counters().context("reading kernel counters")?;
+        let outcomes = tracer.outcome_counts().context("reading kernel counters")?;
+        let delivery = Delivery {
+            attempts_counted: counters.attempts,
+            failures_counted: outcomes.failures(),
+            records_delivered: self.delivered,
+            records_lost: counters.ringbuf_full,
+            outcomes_lost: counters.outcome_ringbuf_full,
+            pending: self.resolver.stats().pending as u64,
+        };
+        let now_secs = WallClock::monotonic_now_ns() / 1_000_000_000;
+        let summary = self
+            .aggregator
+            .summarize(SystemTime::now(), now_secs, self.top, delivery);
+        self.metrics.publish_top(&summary);
+        self.metrics
+            .update(&counters, &outcomes, self.resolver.stats());
+        json::write_summary(&mut self.sink.out, &summary).context("writing records")?;
+        self.sink.out.flush().context("writing records")
+    }
 }
 
 fn report_new_losses(before: &KernelCounters, now: &KernelCounters) {
     let lost = (now.ringbuf_full + now.outcome_ringbuf_full)
         .saturating_sub(before.ringbuf_full + before.outcome_ringbuf_full);
     if lost > 0 {
-        eprintln!(
-            "connect-trace: warning: {lost} records lost because the ring buffer was full ({} calls and {} outcomes in total); raise --ring-buffer-size or lower --poll-interval-ms",
-            now.ringbuf_full, now.outcome_ringbuf_full,
+        tracing::warn!(
+            "{lost} records lost because the ring buffer was full ({} calls and {} outcomes in total); raise --ring-buffer-size or lower --poll-interval-ms",
+            now.ringbuf_full,
+            now.outcome_ringbuf_full,
         );
     }
 }

@@ -1,0 +1,573 @@
+//! Failure rates for people and dashboards: per interval, over sliding
+//! windows and since start, overall and for the heaviest failing
+//! destinations, processes, errors and cgroups, in bounded memory.
+//!
+//! Repeats (a second call on a socket already connecting) are not
+//! attempts and are only counted as repeats. `failed` and `canceled`
+//! outcomes are failures; `in_progress` ones are attempts whose outcome is
+//! unknown and count as neither.
+
+use std::{collections::HashMap, fmt::Write as _, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::{
+    errno,
+    resolve::{Outcome, ResolvedAttempt},
+    sockaddr::{Address, Family},
+    topk::{Counts, TopK},
+    window::{RateWindows, Tally},
+};
+
+/// Keys kept per dimension; every key with more than 1/`DEFAULT_CAPACITY`
+/// of an interval's failures is guaranteed to be among them.
+pub const DEFAULT_CAPACITY: usize = 256;
+
+/// Counts of resolved attempts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    /// Attempts that connected.
+    pub connected: u64,
+    /// Attempts that failed with an error.
+    pub failed: u64,
+    /// Attempts the application canceled.
+    pub canceled: u64,
+    /// Attempts whose outcome is unknown.
+    pub in_progress: u64,
+    /// Repeated calls on one attempt (not counted as attempts).
+    pub repeats: u64,
+}
+
+/// What one interval saw.
+#[derive(Debug, Clone)]
+struct Interval {
+    started: SystemTime,
+    tally: Tally,
+    outcomes: OutcomeCounts,
+    errors: HashMap<FailureKind, u64>,
+    destinations: TopK<String>,
+    processes: TopK<String>,
+    cgroups: TopK<u64>,
+    /// The last pid seen for each kept process name, to name its executable.
+    pids: HashMap<String, u32>,
+}
+
+/// What a failure was, for grouping: a bounded set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// Failed with this errno.
+    Errno(i32),
+    /// Canceled by the application.
+    Canceled,
+    /// Failed with an error the kernel did not tell.
+    Unknown,
+}
+
+impl FailureKind {
+    /// The label: the errno's name, `canceled` or `unknown`.
+    pub fn label(self) -> String {
+        match self {
+            Self::Errno(number) => {
+                errno::name(number).map_or_else(|| number.to_string(), str::to_owned)
+            }
+            Self::Canceled => "canceled".to_owned(),
+            Self::Unknown => "unknown".to_owned(),
+        }
+    }
+
+    /// The class: the catalog's for an errno, `canceled` for a cancel.
+    pub fn class(self) -> Option<&'static str> {
+        match self {
+            Self::Errno(number) => {
+                crate::catalog::class_of(number).map(crate::catalog::Class::name)
+            }
+            Self::Canceled => Some("canceled"),
+            Self::Unknown => None,
+        }
+    }
+
+    /// The failure kind of an outcome, if it is a failure.
+    pub const fn of(outcome: Outcome) -> Option<Self> {
+        match outcome {
+            Outcome::Failed(Some(errno)) => Some(Self::Errno(errno)),
+            Outcome::Failed(None) => Some(Self::Unknown),
+            Outcome::Canceled => Some(Self::Canceled),
+            Outcome::Connected | Outcome::InProgress => None,
+        }
+    }
+}
+
+impl Interval {
+    fn new(capacity: usize, started: SystemTime) -> Self {
+        Self {
+            started,
+            tally: Tally::default(),
+            outcomes: OutcomeCounts::default(),
+            errors: HashMap::new(),
+            destinations: TopK::new(capacity),
+            processes: TopK::new(capacity),
+            cgroups: TopK::new(capacity),
+            pids: HashMap::new(),
+        }
+    }
+}
+
+/// Aggregates resolved attempts.
+pub struct Aggregator {
+    capacity: usize,
+    interval: Interval,
+    windows: RateWindows,
+    total: Tally,
+    total_outcomes: OutcomeCounts,
+    /// Reused for building keys, so a kept key costs no allocation.
+    scratch: String,
+}
+
+/// Side-by-side accounting of the kernel's own counts and what reached the
+/// daemon, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// Calls that passed the filters, counted in the kernel.
+    pub attempts_counted: u64,
+    /// Failed or canceled attempts, counted in the kernel (exact).
+    pub failures_counted: u64,
+    /// Call records that reached the daemon.
+    pub records_delivered: u64,
+    /// Call records dropped because the ring buffer was full.
+    pub records_lost: u64,
+    /// Handshake outcomes dropped because the ring buffer was full.
+    pub outcomes_lost: u64,
+    /// Attempts waiting for their handshake to end now.
+    pub pending: u64,
+}
+
+/// A `{"type":"summary"}` record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Always "summary".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// End of the interval.
+    #[serde(serialize_with = "crate::json::rfc3339")]
+    pub ts: SystemTime,
+    /// Start of the interval.
+    #[serde(serialize_with = "crate::json::rfc3339")]
+    pub interval_start: SystemTime,
+    /// Seconds the interval lasted.
+    pub interval_s: f64,
+    /// Attempts, failures and failure rate in the interval.
+    #[serde(flatten)]
+    pub window: RateJson,
+    /// The interval's attempts by outcome.
+    pub outcomes: OutcomeCounts,
+    /// Sliding windows ending now: `10s`, `1m`, `5m`.
+    pub rates: Rates,
+    /// Since the daemon started.
+    pub total: RateJson,
+    /// Since the daemon started, by outcome.
+    pub total_outcomes: OutcomeCounts,
+    /// The kernel's counts next to what was delivered.
+    pub delivery: Delivery,
+    /// The heaviest failing keys of the interval.
+    pub top: Top,
+    /// Failures not attributed to a listed key, per dimension.
+    pub other: Others,
+}
+
+/// Attempts, failures and their rate.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RateJson {
+    /// Attempts.
+    pub attempts: u64,
+    /// Failed or canceled attempts.
+    pub failures: u64,
+    /// failures / attempts (0 when there were none).
+    pub failure_rate: f64,
+}
+
+impl From<Tally> for RateJson {
+    fn from(tally: Tally) -> Self {
+        Self {
+            attempts: tally.attempts,
+            failures: tally.failures,
+            failure_rate: tally.failure_rate(),
+        }
+    }
+}
+
+/// Sliding windows.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rates {
+    /// The last 10 seconds.
+    #[serde(rename = "10s")]
+    pub last_10s: RateJson,
+    /// The last minute.
+    #[serde(rename = "1m")]
+    pub last_1m: RateJson,
+    /// The last 5 minutes.
+    #[serde(rename = "5m")]
+    pub last_5m: RateJson,
+}
+
+/// One listed key.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopEntry {
+    /// The key: `addr:port` or a unix path, a process name, a cgroup id.
+    pub key: serde_json::Value,
+    /// Failures attributed to it (over-estimated by at most `error`).
+    pub failures: u64,
+    /// Attempts seen since it was first tracked in the interval.
+    pub attempts: u64,
+    /// failures / attempts.
+    pub failure_rate: f64,
+    /// Upper bound of failures that may belong to keys it displaced; 0 means
+    /// the counts are exact.
+    pub error: u64,
+    /// For processes: the executable of the last process seen with that
+    /// name, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+/// A failure kind and its count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorEntry {
+    /// The errno name, `canceled` or `unknown`.
+    pub error: String,
+    /// Its catalog class (`refused`, `timeout`, ...); `canceled` for
+    /// cancels; `null` when unknown.
+    pub class: Option<&'static str>,
+    /// Failures of that kind.
+    pub failures: u64,
+    /// Their share of all failures in the interval.
+    pub share: f64,
+}
+
+/// The listed keys per dimension.
+#[derive(Debug, Clone, Serialize)]
+pub struct Top {
+    /// Destinations (`addr:port`, `[v6]:port`, a unix path, `@name`).
+    pub destinations: Vec<TopEntry>,
+    /// Process names (comm).
+    pub processes: Vec<TopEntry>,
+    /// Errors.
+    pub errors: Vec<ErrorEntry>,
+    /// cgroup ids.
+    pub cgroups: Vec<TopEntry>,
+}
+
+/// The `other` bucket of one dimension.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Other {
+    /// Failures not attributed with certainty to a kept key.
+    pub failures: u64,
+    /// Keys kept in memory.
+    pub keys_kept: usize,
+    /// Keys displaced to make room during the interval.
+    pub keys_displaced: u64,
+}
+
+/// The `other` buckets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Others {
+    /// Destinations.
+    pub destinations: Other,
+    /// Processes.
+    pub processes: Other,
+    /// cgroups.
+    pub cgroups: Other,
+}
+
+impl Aggregator {
+    /// An aggregator keeping `capacity` keys per dimension, starting at
+    /// `now`.
+    pub fn new(capacity: usize, now: SystemTime) -> Self {
+        Self {
+            capacity,
+            interval: Interval::new(capacity, now),
+            windows: RateWindows::new(),
+            total: Tally::default(),
+            total_outcomes: OutcomeCounts::default(),
+            scratch: String::new(),
+        }
+    }
+
+    /// Counts one resolved attempt, at monotonic second `now_secs`.
+    pub fn record(&mut self, resolved: &ResolvedAttempt, now_secs: u64) {
+        let interval = &mut self.interval;
+        if resolved.repeat {
+            interval.outcomes.repeats += 1;
+            self.total_outcomes.repeats += 1;
+            return;
+        }
+        let outcome = resolved.outcome;
+        let failed = outcome.is_failure();
+        for counts in [&mut interval.outcomes, &mut self.total_outcomes] {
+            match outcome {
+                Outcome::Connected => counts.connected += 1,
+                Outcome::Failed(_) => counts.failed += 1,
+                Outcome::Canceled => counts.canceled += 1,
+                Outcome::InProgress => counts.in_progress += 1,
+            }
+        }
+        for tally in [&mut interval.tally, &mut self.total] {
+            tally.attempts += 1;
+            tally.failures += u64::from(failed);
+        }
+        self.windows.record(now_secs, failed);
+        if let Some(kind) = FailureKind::of(outcome) {
+            *interval.errors.entry(kind).or_default() += 1;
+        }
+
+        let attempt = &resolved.attempt;
+        self.scratch.clear();
+        destination_key(&mut self.scratch, attempt);
+        interval
+            .destinations
+            .record(self.scratch.as_str(), failed, str::to_owned);
+
+        self.scratch.clear();
+        self.scratch
+            .push_str(&String::from_utf8_lossy(attempt.comm()));
+        interval
+            .processes
+            .record(self.scratch.as_str(), failed, str::to_owned);
+        if interval.processes.get(self.scratch.as_str()).is_some() {
+            match interval.pids.get_mut(self.scratch.as_str()) {
+                Some(pid) => *pid = attempt.pid(),
+                None => {
+                    interval.pids.insert(self.scratch.clone(), attempt.pid());
+                }
+            }
+        }
+        interval
+            .cgroups
+            .record(&attempt.cgroup_id(), failed, |id| *id);
+    }
+
+    /// Closes the interval at `now` (monotonic second `now_secs`), returns
+    /// its summary with the `top` heaviest keys, and starts the next.
+    pub fn summarize(
+        &mut self,
+        now: SystemTime,
+        now_secs: u64,
+        top: usize,
+        delivery: Delivery,
+    ) -> Summary {
+        let next = Interval::new(self.capacity, now);
+        let interval = std::mem::replace(&mut self.interval, next);
+        let failures = interval.tally.failures;
+        let mut errors: Vec<ErrorEntry> = interval
+            .errors
+            .iter()
+            .map(|(kind, count)| ErrorEntry {
+                error: kind.label(),
+                class: kind.class(),
+                failures: *count,
+                share: share(*count, failures),
+            })
+            .collect();
+        errors.sort_by(|a, b| {
+            b.failures
+                .cmp(&a.failures)
+                .then_with(|| a.error.cmp(&b.error))
+        });
+        errors.truncate(top);
+        let processes = entries(&interval.processes, top, |name| {
+            let exe = interval
+                .pids
+                .get(name)
+                .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+                .map(|path| path.display().to_string());
+            (serde_json::Value::from(name.as_str()), exe)
+        });
+        Summary {
+            kind: "summary",
+            ts: now,
+            interval_start: interval.started,
+            interval_s: now
+                .duration_since(interval.started)
+                .map_or(0.0, |elapsed| elapsed.as_secs_f64()),
+            window: interval.tally.into(),
+            outcomes: interval.outcomes,
+            rates: Rates {
+                last_10s: self.windows.last(now_secs, 10).into(),
+                last_1m: self.windows.last(now_secs, 60).into(),
+                last_5m: self.windows.last(now_secs, 300).into(),
+            },
+            total: self.total.into(),
+            total_outcomes: self.total_outcomes,
+            delivery,
+            top: Top {
+                destinations: entries(&interval.destinations, top, |key| {
+                    (key.as_str().into(), None)
+                }),
+                processes,
+                errors,
+                cgroups: entries(&interval.cgroups, top, |id| ((*id).into(), None)),
+            },
+            other: Others {
+                destinations: other(&interval.destinations),
+                processes: other(&interval.processes),
+                cgroups: other(&interval.cgroups),
+            },
+        }
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn entries<K: std::hash::Hash + Ord + Clone>(
+    top: &TopK<K>,
+    n: usize,
+    describe: impl Fn(&K) -> (serde_json::Value, Option<String>),
+) -> Vec<TopEntry> {
+    top.top(n)
+        .into_iter()
+        .map(
+            |(
+                key,
+                Counts {
+                    failures,
+                    attempts,
+                    error,
+                },
+            )| {
+                let (key, exe) = describe(key);
+                TopEntry {
+                    key,
+                    failures,
+                    attempts,
+                    failure_rate: share(failures, attempts),
+                    error,
+                    exe,
+                }
+            },
+        )
+        .collect()
+}
+
+fn other<K: std::hash::Hash + Ord + Clone>(top: &TopK<K>) -> Other {
+    Other {
+        failures: top.other_failures(),
+        keys_kept: top.len(),
+        keys_displaced: top.displaced(),
+    }
+}
+
+/// Writes the destination of `attempt` as a key: `1.2.3.4:80`, `[::1]:80`,
+/// a unix path or `@name`, `unspec`, `family:N`, or `unknown`.
+pub fn destination_key(out: &mut String, attempt: &crate::attempt::ConnectAttempt) {
+    let destination = attempt.destination();
+    let port = destination.port.unwrap_or(0);
+    // Writing to a String cannot fail.
+    let _ = match (destination.family, destination.address) {
+        (_, Address::V4(ip)) => write!(out, "{ip}:{port}"),
+        (_, Address::V6(ip)) => write!(out, "[{ip}]:{port}"),
+        (_, Address::UnixPath(path)) => write!(out, "{}", String::from_utf8_lossy(path)),
+        (_, Address::UnixAbstract(name)) => write!(out, "@{}", String::from_utf8_lossy(name)),
+        (Some(Family::Unspec), Address::None) => write!(out, "unspec"),
+        (Some(Family::Other(number)), Address::None) => write!(out, "family:{number}"),
+        (_, Address::None) => write!(out, "unknown"),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use connect_trace_common::ConnectRecord;
+
+    use super::*;
+    use crate::attempt::{ConnectAttempt, tests::sample_record};
+
+    fn resolved(port: u16, comm: &[u8], outcome: Outcome, repeat: bool) -> ResolvedAttempt {
+        let mut raw: ConnectRecord = sample_record();
+        raw.addr[2..4].copy_from_slice(&port.to_be_bytes());
+        raw.comm = [0; 16];
+        raw.comm[..comm.len()].copy_from_slice(comm);
+        ResolvedAttempt {
+            attempt: ConnectAttempt::from_record(raw),
+            outcome,
+            handshake_ns: None,
+            repeat,
+        }
+    }
+
+    #[test]
+    fn a_known_mix_gives_exact_numbers() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut aggregator = Aggregator::new(16, start);
+        let refused = Outcome::Failed(Some(libc::ECONNREFUSED));
+        for _ in 0..6 {
+            aggregator.record(&resolved(80, b"curl", Outcome::Connected, false), 100);
+        }
+        for _ in 0..3 {
+            aggregator.record(&resolved(9, b"curl", refused, false), 100);
+        }
+        aggregator.record(&resolved(9, b"app", Outcome::Canceled, false), 101);
+        aggregator.record(&resolved(9, b"app", Outcome::InProgress, true), 101);
+        let summary =
+            aggregator.summarize(start + Duration::from_secs(10), 101, 5, Delivery::default());
+        assert_eq!(summary.window.attempts, 10);
+        assert_eq!(summary.window.failures, 4);
+        assert!((summary.window.failure_rate - 0.4).abs() < 1e-9);
+        assert_eq!(summary.outcomes.connected, 6);
+        assert_eq!(summary.outcomes.failed, 3);
+        assert_eq!(summary.outcomes.canceled, 1);
+        assert_eq!(summary.outcomes.repeats, 1);
+        assert_eq!(summary.interval_s, 10.0);
+        let top = &summary.top.destinations[0];
+        assert_eq!(top.key, "127.0.0.1:9");
+        assert_eq!((top.failures, top.attempts, top.error), (4, 4, 0));
+        assert_eq!(summary.top.errors[0].error, "ECONNREFUSED");
+        assert_eq!(summary.top.errors[0].class, Some("refused"));
+        assert_eq!(summary.top.errors[0].failures, 3);
+        assert_eq!(summary.top.errors[1].error, "canceled");
+        assert_eq!(summary.top.processes[0].key, "curl");
+        assert_eq!(summary.top.processes[0].failures, 3);
+        assert_eq!(
+            summary.top.processes[0].attempts, 3,
+            "counted from admission"
+        );
+        assert_eq!(summary.rates.last_10s.attempts, 10);
+        assert_eq!(summary.total.attempts, 10);
+
+        let next =
+            aggregator.summarize(start + Duration::from_secs(20), 111, 5, Delivery::default());
+        assert_eq!(next.window.attempts, 0);
+        assert_eq!(next.total.attempts, 10);
+        assert_eq!(next.rates.last_10s.attempts, 0);
+        assert_eq!(next.rates.last_1m.attempts, 10);
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_many_destinations() {
+        let start = SystemTime::UNIX_EPOCH;
+        let mut aggregator = Aggregator::new(32, start);
+        for port in 0..50_000u16 {
+            let outcome = Outcome::Failed(Some(libc::ETIMEDOUT));
+            aggregator.record(&resolved(port, b"scan", outcome, false), 1);
+        }
+        let summary = aggregator.summarize(start, 1, 10, Delivery::default());
+        assert_eq!(summary.other.destinations.keys_kept, 32);
+        assert_eq!(summary.window.failures, 50_000);
+        assert!(summary.other.destinations.failures >= 50_000 - 32 * 2);
+    }
+
+    #[test]
+    fn destination_keys() {
+        let mut key = String::new();
+        destination_key(
+            &mut key,
+            &resolved(443, b"x", Outcome::Connected, false).attempt,
+        );
+        assert_eq!(key, "127.0.0.1:443");
+    }
+}

@@ -1,0 +1,1136 @@
+//! `connect-trace check`: tests the running kernel and this process for
+//! everything `connect-trace run` needs, and says what to do about whatever
+//! is missing.
+//!
+//! Each check becomes one [`Check`]: a name, a [`Status`], what was found,
+//! and, when it is not ok, a remedy. The checks do what `run` does, as far as
+//! that can be done without leaving anything behind: they create (and close)
+//! the kinds of BPF maps the tracer uses, read the tracepoint formats it
+//! reads, and finally load and attach the real programs (filtered to this
+//! process) and detach them again. When tracefs is not mounted, they try
+//! mounting it in a private mount namespace that disappears with the check,
+//! so the host's mounts are never changed.
+//!
+//! ```no_run
+//! use connect_trace::doctor::{self, Options};
+//!
+//! let report = doctor::run_checks(&Options::default())?;
+//! for check in &report.checks {
+//!     println!("{} {}: {}", check.status, check.name, check.detail);
+//! }
+//! assert!(report.ready());
+//! # Ok::<(), doctor::DoctorError>(())
+//! ```
+
+use std::{
+    ffi::CString,
+    fmt, fs, io,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{
+    btf::{self, Btf},
+    probe::{DEFAULT_RING_BUFFER_BYTES, Tracer, TracerConfig},
+    tracefs::{self, Tracefs, TracefsError},
+};
+
+/// Where tracefs shows up when only debugfs exposes it; `run` looks here
+/// after [`tracefs::DEFAULT_MOUNT`].
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The tracepoints `run` attaches to, and the fields of each that it reads.
+pub const TRACEPOINTS: [(&str, &str, &[&str]); 3] = [
+    (
+        "syscalls",
+        "sys_enter_connect",
+        &["fd", "uservaddr", "addrlen"],
+    ),
+    ("syscalls", "sys_exit_connect", &["ret"]),
+    (
+        "sock",
+        "inet_sock_set_state",
+        &["skaddr", "oldstate", "newstate", "protocol"],
+    ),
+];
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// What `run` needs is there.
+    Ok,
+    /// Something optional is missing: `run` works, with less information.
+    Warn,
+    /// Something `run` needs is missing: it will not start.
+    Missing,
+    /// Not tried, because an earlier check failed or the options rule it out.
+    Skip,
+}
+
+impl Status {
+    /// The word printed for it: `ok`, `warn`, `missing` or `skip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warn => "warn",
+            Self::Missing => "missing",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked, such as `tracefs` or
+    /// `tracepoint syscalls/sys_exit_connect`.
+    pub name: String,
+    /// How it came out.
+    pub status: Status,
+    /// What was found, in a sentence.
+    pub detail: String,
+    /// What to do about it; `None` when the status is ok.
+    pub remedy: Option<String>,
+}
+
+impl Check {
+    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, Status::Ok, detail, None::<String>)
+    }
+
+    fn warn(name: impl Into<String>, detail: impl Into<String>, remedy: impl Into<String>) -> Self {
+        Self::new(name, Status::Warn, detail, Some(remedy))
+    }
+
+    fn missing(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Self {
+        Self::new(name, Status::Missing, detail, Some(remedy))
+    }
+
+    fn skip(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(name, Status::Skip, detail, None::<String>)
+    }
+
+    fn new(
+        name: impl Into<String>,
+        status: Status,
+        detail: impl Into<String>,
+        remedy: Option<impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            remedy: remedy.map(Into::into),
+        }
+    }
+
+    fn is_ok(&self) -> bool {
+        self.status == Status::Ok
+    }
+}
+
+/// Every check, in the order they ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Report {
+    /// One entry per check.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// Whether `run` can work: no check is [`Status::Missing`]. Warnings
+    /// and skipped checks do not count against it.
+    pub fn ready(&self) -> bool {
+        self.missing().next().is_none()
+    }
+
+    /// The checks that stop `run` from working.
+    pub fn missing(&self) -> impl Iterator<Item = &Check> {
+        self.checks
+            .iter()
+            .filter(|check| check.status == Status::Missing)
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Read tracepoint formats from this tracefs root instead of the one
+    /// `run` would use. The load-and-attach check is then skipped, because
+    /// `run` cannot be pointed at another tracefs.
+    pub tracefs: Option<PathBuf>,
+}
+
+/// Why the checks could not run at all (a failed check is not an error).
+#[derive(Debug, Error)]
+pub enum DoctorError {
+    /// The thread that tries tracefs in a private mount namespace could not
+    /// be started.
+    #[error("starting the thread that tries mounting tracefs: {0}")]
+    Thread(#[source] io::Error),
+    /// That thread panicked.
+    #[error("the thread that tries mounting tracefs panicked")]
+    ThreadPanicked,
+}
+
+/// Runs every check.
+pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let effective = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_effective(&status));
+
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let privileges = check_privileges(euid, effective);
+    let bpf = check_bpf_syscall();
+    let ring_buffer = if bpf.is_ok() {
+        check_ring_buffer()
+    } else {
+        Check::skip(RING_BUFFER, "not tried: bpf() does not work")
+    };
+    let prerequisites_ok = privileges.is_ok() && bpf.is_ok() && ring_buffer.is_ok();
+    let mut checks = vec![privileges, bpf, ring_buffer];
+
+    match &options.tracefs {
+        Some(root) => {
+            let tracefs = check_given_tracefs(root);
+            let readable = tracefs.is_ok();
+            checks.push(tracefs);
+            checks.extend(tracepoint_checks(readable.then_some(root.as_path())));
+            checks.push(Check::skip(
+                ATTACH,
+                format!(
+                    "not tried with --tracefs: `run` reads the system's tracefs, not {}",
+                    root.display()
+                ),
+            ));
+        }
+        None => checks.extend(system_tracefs_checks(&mounts, prerequisites_ok)?),
+    }
+
+    checks.push(check_btf(Path::new(btf::VMLINUX)));
+    checks.push(check_cgroup2(&mounts));
+    // Loading and attaching comes last in the output, as the summary of
+    // everything above, though it ran with the tracefs checks.
+    if let Some(at) = checks.iter().position(|check| check.name == ATTACH) {
+        let attach = checks.remove(at);
+        checks.push(attach);
+    }
+    Ok(Report { checks })
+}
+
+const PRIVILEGES: &str = "privileges";
+const BPF_SYSCALL: &str = "bpf-syscall";
+const RING_BUFFER: &str = "ring-buffer";
+const TRACEFS: &str = "tracefs";
+const KERNEL_BTF: &str = "kernel-btf";
+const CGROUP_V2: &str = "cgroup-v2";
+const ATTACH: &str = "attach";
+
+// Capability bits, as in linux/capability.h.
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn parse_effective(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Root, or CAP_BPF and CAP_PERFMON; CAP_SYS_ADMIN covers both (and is what
+/// mounting tracefs takes). A process that is not root also needs to get
+/// past tracefs's mode 0700 to read the formats.
+fn check_privileges(euid: u32, effective: Option<u64>) -> Check {
+    let Some(effective) = effective else {
+        return Check::missing(
+            PRIVILEGES,
+            "cannot read this process's capabilities from /proc/self/status",
+            "run on Linux with /proc mounted",
+        );
+    };
+    let has = |bit: u32| effective & (1 << bit) != 0;
+    let who = if euid == 0 {
+        "root".to_owned()
+    } else {
+        format!("uid {euid}")
+    };
+    let held: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .into_iter()
+    .filter_map(|(bit, name)| has(bit).then_some(name))
+    .collect();
+    let may_trace = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
+    if !may_trace {
+        let lacking: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+            .into_iter()
+            .filter_map(|(bit, name)| (!has(bit)).then_some(name))
+            .collect();
+        return Check::missing(
+            PRIVILEGES,
+            format!(
+                "{who} lacks {} (effective capabilities {effective:#x})",
+                join_words(&lacking)
+            ),
+            "run as root, or grant CAP_BPF and CAP_PERFMON (AmbientCapabilities= in a systemd \
+             unit), plus CAP_SYS_ADMIN if tracefs is not mounted",
+        );
+    }
+    let mount = if has(CAP_SYS_ADMIN) {
+        "and to mount tracefs"
+    } else {
+        "but not to mount tracefs, which must already be mounted"
+    };
+    let dac = if euid != 0 && !has(CAP_DAC_OVERRIDE) && !has(CAP_DAC_READ_SEARCH) {
+        "; not root, so reading tracefs (mode 0700) also needs CAP_DAC_READ_SEARCH"
+    } else {
+        ""
+    };
+    Check::ok(
+        PRIVILEGES,
+        format!(
+            "{who} with {}: enough to load and attach, {mount}{dac}",
+            join_words(&held)
+        ),
+    )
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_words(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn check_bpf_syscall() -> Check {
+    match sys::create_map(sys::BPF_MAP_TYPE_ARRAY, 4, 4, 1) {
+        Ok(map) => {
+            drop(map);
+            Check::ok(BPF_SYSCALL, "created and closed a BPF array map")
+        }
+        Err(error) => {
+            let remedy = match error.raw_os_error() {
+                Some(libc::ENOSYS) => {
+                    "use a kernel built with CONFIG_BPF_SYSCALL=y, or allow bpf() in the \
+                     seccomp policy (container runtime, SystemCallFilter=)"
+                }
+                Some(libc::EPERM | libc::EACCES) => {
+                    "run as root or with CAP_BPF; allow bpf() in any seccomp policy; on kernels \
+                     before 5.11 also raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity)"
+                }
+                _ => "see the error; the kernel refused a minimal BPF map",
+            };
+            Check::missing(
+                BPF_SYSCALL,
+                format!("bpf(BPF_MAP_CREATE) failed: {error}"),
+                remedy,
+            )
+        }
+    }
+}
+
+/// Creates a ring buffer of the size `run` uses by default, so that memory
+/// limits show up here rather than at start-up.
+fn check_ring_buffer() -> Check {
+    let bytes = DEFAULT_RING_BUFFER_BYTES;
+    match sys::create_map(sys::BPF_MAP_TYPE_RINGBUF, 0, 0, bytes) {
+        Ok(map) => {
+            drop(map);
+            Check::ok(
+                RING_BUFFER,
+                format!(
+                    "created and closed a {} MiB BPF ring buffer (the default size)",
+                    bytes / (1024 * 1024)
+                ),
+            )
+        }
+        Err(error) => {
+            let (detail, remedy) = match error.raw_os_error() {
+                Some(libc::EINVAL) => (
+                    "the kernel does not know BPF ring buffers (BPF_MAP_TYPE_RINGBUF)".to_owned(),
+                    "use Linux 5.8 or newer",
+                ),
+                Some(libc::ENOMEM | libc::EPERM) => (
+                    format!("creating a {bytes}-byte ring buffer failed: {error}"),
+                    "free memory, or raise RLIMIT_MEMLOCK on kernels before 5.11 \
+                     (LimitMEMLOCK=infinity); `run --ring-buffer-size` can ask for less",
+                ),
+                _ => (
+                    format!("creating a ring buffer failed: {error}"),
+                    "see the error; the kernel refused a BPF ring buffer",
+                ),
+            };
+            Check::missing(RING_BUFFER, detail, remedy)
+        }
+    }
+}
+
+/// `--tracefs DIR`: a tracefs root must have an `events` directory.
+fn check_given_tracefs(root: &Path) -> Check {
+    if root.join("events").is_dir() {
+        Check::ok(TRACEFS, format!("using {} (--tracefs)", root.display()))
+    } else {
+        Check::missing(
+            TRACEFS,
+            format!(
+                "{} has no events/ directory: it is not a tracefs root",
+                root.display()
+            ),
+            "point --tracefs at a tracefs mount, such as /sys/kernel/tracing",
+        )
+    }
+}
+
+/// The tracefs checks on the system's tracefs, where `run` looks for it.
+/// When it is not mounted, mounting it is tried in a private mount
+/// namespace, and the tracepoints are read there.
+fn system_tracefs_checks(mounts: &str, may_attach: bool) -> Result<Vec<Check>, DoctorError> {
+    let tracefs_mounts = mount_points(mounts, "tracefs");
+    let mounted = [tracefs::DEFAULT_MOUNT, DEBUGFS_TRACING]
+        .into_iter()
+        .find(|path| {
+            tracefs_mounts.iter().any(|mount| mount == Path::new(path))
+                || Path::new(path).join("events").is_dir()
+        });
+    if let Some(root) = mounted {
+        let mut checks = vec![Check::ok(TRACEFS, format!("mounted at {root}"))];
+        checks.extend(tracepoint_and_attach_checks(Path::new(root), may_attach));
+        return Ok(checks);
+    }
+    let elsewhere = if tracefs_mounts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (it is mounted at {}, where `run` does not look)",
+            join_paths(&tracefs_mounts)
+        )
+    };
+    let target = Path::new(tracefs::DEFAULT_MOUNT);
+    let tried = in_private_mount_namespace(|| {
+        mount_tracefs(target)?;
+        Ok(tracepoint_and_attach_checks(target, may_attach))
+    })?;
+    Ok(match tried {
+        Ok(mut checks) => {
+            checks.insert(
+                0,
+                Check::ok(
+                    TRACEFS,
+                    format!(
+                        "not mounted{elsewhere}; `run` will mount it at {} (a trial mount in a \
+                         private mount namespace worked)",
+                        tracefs::DEFAULT_MOUNT
+                    ),
+                ),
+            );
+            checks
+        }
+        Err(error) => {
+            let mut checks = vec![Check::missing(
+                TRACEFS,
+                format!(
+                    "not mounted at {} or {DEBUGFS_TRACING}{elsewhere}, and mounting it failed: \
+                     {error}",
+                    tracefs::DEFAULT_MOUNT
+                ),
+                format!(
+                    "mount it (`mount -t tracefs tracefs {0}`, or `systemctl start \
+                     sys-kernel-tracing.mount`), or give connect-trace CAP_SYS_ADMIN so it can; \
+                     a kernel without {0} lacks CONFIG_TRACING",
+                    tracefs::DEFAULT_MOUNT
+                ),
+            )];
+            checks.extend(tracepoint_checks(None));
+            checks.push(Check::skip(ATTACH, "not tried: tracefs is missing"));
+            checks
+        }
+    })
+}
+
+fn tracepoint_and_attach_checks(root: &Path, may_attach: bool) -> Vec<Check> {
+    let mut checks = tracepoint_checks(Some(root));
+    let attach = if !may_attach {
+        Check::skip(
+            ATTACH,
+            "not tried: privileges, bpf() or ring buffers are missing",
+        )
+    } else if checks.iter().all(Check::is_ok) {
+        check_attach()
+    } else {
+        Check::skip(ATTACH, "not tried: a tracepoint or field is missing")
+    };
+    checks.push(attach);
+    checks
+}
+
+/// One check per tracepoint, naming every field `run` reads, or the ones
+/// that are missing. `None`: tracefs is unavailable, so all are skipped.
+fn tracepoint_checks(root: Option<&Path>) -> Vec<Check> {
+    TRACEPOINTS
+        .iter()
+        .map(|(category, name, fields)| {
+            let check_name = format!("tracepoint {category}/{name}");
+            match root {
+                Some(root) => {
+                    check_tracepoint(&Tracefs::at(root), check_name, category, name, fields)
+                }
+                None => Check::skip(check_name, "not checked: no tracefs to read it from"),
+            }
+        })
+        .collect()
+}
+
+fn check_tracepoint(
+    tracefs: &Tracefs,
+    check_name: String,
+    category: &str,
+    name: &str,
+    fields: &[&str],
+) -> Check {
+    let mut found = Vec::new();
+    let mut absent = Vec::new();
+    for field in fields {
+        match tracefs.field_offset(category, name, field) {
+            Ok(offset) => found.push(format!("{field}@{offset}")),
+            Err(TracefsError::MissingField { .. }) => absent.push(*field),
+            Err(TracefsError::MissingTracepoint { path, source, .. }) => {
+                let (detail, remedy) = if source.kind() == io::ErrorKind::NotFound {
+                    (
+                        format!("no such tracepoint ({} does not exist)", path.display()),
+                        if category == "syscalls" {
+                            "use a kernel built with CONFIG_FTRACE_SYSCALLS=y (syscall \
+                             tracepoints)"
+                        } else {
+                            "use Linux 4.16 or newer, which has sock/inet_sock_set_state"
+                        },
+                    )
+                } else {
+                    (
+                        format!("cannot read {}: {source}", path.display()),
+                        "tracefs is readable only by root: run as root, or also grant \
+                         CAP_DAC_READ_SEARCH; a kernel locked down in confidentiality mode \
+                         refuses tracefs reads",
+                    )
+                };
+                return Check::missing(check_name, detail, remedy);
+            }
+            Err(error @ TracefsError::Mount { .. }) => {
+                return Check::missing(check_name, error.to_string(), "mount tracefs");
+            }
+        }
+    }
+    if absent.is_empty() {
+        Check::ok(check_name, format!("fields {}", found.join(" ")))
+    } else {
+        Check::missing(
+            check_name,
+            format!(
+                "its format has no field {} (found {})",
+                absent.join(", "),
+                if found.is_empty() {
+                    "none of the others".to_owned()
+                } else {
+                    found.join(" ")
+                }
+            ),
+            "this kernel's tracepoint differs from what connect-trace reads; please report it \
+             with the format file",
+        )
+    }
+}
+
+/// Loads the real programs, filtered to this process so they record
+/// nothing, attaches them, and detaches them again.
+fn check_attach() -> Check {
+    let config = TracerConfig {
+        pid: Some(std::process::id()),
+        ..TracerConfig::default()
+    };
+    match Tracer::load(&config) {
+        Ok(tracer) => {
+            let ids: Vec<String> = tracer
+                .program_ids()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            drop(tracer);
+            Check::ok(
+                ATTACH,
+                format!(
+                    "loaded the eBPF programs (ids {}), attached them to the {} tracepoints, \
+                     and detached them",
+                    ids.join(", "),
+                    TRACEPOINTS.len()
+                ),
+            )
+        }
+        Err(error) => Check::missing(
+            ATTACH,
+            format!("loading or attaching the programs failed: {error}"),
+            "see the error; a kernel locked down against BPF, or a seccomp or LSM policy, can \
+             refuse what the checks above allow",
+        ),
+    }
+}
+
+fn check_btf(path: &Path) -> Check {
+    match Btf::from_file(path).and_then(|btf| btf.member_offset("sock", "sk_err")) {
+        Ok(offset) => Check::ok(
+            KERNEL_BTF,
+            format!("struct sock.sk_err at byte {offset} ({})", path.display()),
+        ),
+        Err(error) => Check::warn(
+            KERNEL_BTF,
+            format!("{error}: failed handshakes will be reported with a null error"),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
+        ),
+    }
+}
+
+/// cgroup v2 is where `cgroup_id` comes from. Hybrid hierarchies mount it
+/// beside the v1 controllers, usually at /sys/fs/cgroup/unified.
+fn check_cgroup2(mounts: &str) -> Check {
+    let v2 = mount_points(mounts, "cgroup2");
+    let Some(first) = v2.first() else {
+        return Check::warn(
+            CGROUP_V2,
+            "no cgroup v2 hierarchy is mounted: every record's cgroup_id will be 1 (the root)",
+            "boot with systemd.unified_cgroup_hierarchy=1, or mount one \
+             (`mount -t cgroup2 none /sys/fs/cgroup/unified`)",
+        );
+    };
+    let kind = if mount_points(mounts, "cgroup").is_empty() {
+        "unified hierarchy"
+    } else {
+        "hybrid hierarchy: v1 controllers are mounted beside it"
+    };
+    Check::ok(
+        CGROUP_V2,
+        format!(
+            "mounted at {} ({kind}); cgroup_id values are inode numbers in this tree",
+            first.display()
+        ),
+    )
+}
+
+/// The mount points of every `fstype` mount in a /proc/mounts text.
+fn mount_points(mounts: &str, fstype: &str) -> Vec<PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            (kind == fstype).then(|| PathBuf::from(unescape_mount_field(point)))
+        })
+        .collect()
+}
+
+/// Undoes the octal escapes /proc/mounts uses for spaces, tabs, newlines and
+/// backslashes (`\040` and so on).
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs `work` on a thread of its own that has left the process's mount
+/// namespace for a private copy, so whatever it mounts vanishes when the
+/// thread ends. Mount namespaces belong to threads (through their
+/// `fs_struct`), so the rest of the process is untouched.
+fn in_private_mount_namespace<T: Send>(
+    work: impl FnOnce() -> io::Result<T> + Send,
+) -> Result<io::Result<T>, DoctorError> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("ct-check-mntns".to_owned())
+            .spawn_scoped(scope, || {
+                sys::unshare_mount_namespace()?;
+                work()
+            })
+            .map_err(DoctorError::Thread)?;
+        thread.join().map_err(|_| DoctorError::ThreadPanicked)
+    })
+}
+
+fn mount_tracefs(target: &Path) -> io::Result<()> {
+    let target = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    sys::mount_tracefs(&target)
+}
+
+/// The raw system calls the checks make, in one place.
+mod sys {
+    use std::{
+        ffi::CStr,
+        io,
+        os::fd::{FromRawFd, OwnedFd},
+    };
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    /// `BPF_MAP_TYPE_ARRAY`, in every kernel with bpf().
+    pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    /// `BPF_MAP_TYPE_RINGBUF`, Linux 5.8+.
+    pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+
+    /// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE`. The
+    /// kernel accepts a shorter attribute than its own, as long as what it
+    /// does not know about is zero.
+    #[repr(C)]
+    struct MapCreateAttr {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+        inner_map_fd: u32,
+        numa_node: u32,
+        map_name: [u8; 16],
+    }
+
+    /// Creates a map; dropping the descriptor destroys it.
+    pub fn create_map(
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> io::Result<OwnedFd> {
+        let mut map_name = [0u8; 16];
+        map_name[..8].copy_from_slice(b"ct_check");
+        let attr = MapCreateAttr {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags: 0,
+            inner_map_fd: 0,
+            numa_node: 0,
+            map_name,
+        };
+        // SAFETY: `attr` is a valid, fully initialised prefix of
+        // `union bpf_attr` of the size passed, and lives across the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_CREATE,
+                &raw const attr,
+                size_of::<MapCreateAttr>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf() returned a bad fd"))?;
+        // SAFETY: bpf() returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Moves the calling thread into a private copy of its mount namespace,
+    /// with propagation to and from the original turned off.
+    pub fn unshare_mount_namespace() -> io::Result<()> {
+        // SAFETY: unshare has no memory preconditions; CLONE_NEWNS affects
+        // only the calling thread's fs_struct and namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: valid NUL-terminated target; null source, type and data
+        // are allowed when only changing propagation.
+        let ret = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Mounts a tracefs at `target`.
+    pub fn mount_tracefs(target: &CStr) -> io::Result<()> {
+        let fstype = c"tracefs";
+        // SAFETY: all pointers are valid NUL-terminated strings; no data.
+        let ret = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "tests panic to fail"
+    )]
+
+    use super::*;
+
+    /// A temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("ct-doctor-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes a format file with `fields` (as `(declaration, offset)`).
+    fn write_format(root: &Path, category: &str, name: &str, fields: &[(&str, u32)]) {
+        let dir = root.join("events").join(category).join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let mut text = format!("name: {name}\nID: 1\nformat:\n");
+        for (declaration, offset) in fields {
+            text.push_str(&format!(
+                "\tfield:{declaration};\toffset:{offset};\tsize:8;\tsigned:0;\n"
+            ));
+        }
+        text.push_str("\nprint fmt: \"\"\n");
+        fs::write(dir.join("format"), text).unwrap();
+    }
+
+    fn complete_tracefs(root: &Path) {
+        write_format(
+            root,
+            "syscalls",
+            "sys_enter_connect",
+            &[
+                ("int fd", 16),
+                ("struct sockaddr * uservaddr", 24),
+                ("int addrlen", 32),
+            ],
+        );
+        write_format(root, "syscalls", "sys_exit_connect", &[("long ret", 16)]);
+        write_format(
+            root,
+            "sock",
+            "inet_sock_set_state",
+            &[
+                ("const void * skaddr", 8),
+                ("int oldstate", 16),
+                ("int newstate", 20),
+                ("__u16 protocol", 30),
+            ],
+        );
+    }
+
+    fn bits(caps: &[u32]) -> u64 {
+        caps.iter().fold(0, |all, bit| all | (1 << bit))
+    }
+
+    #[test]
+    fn privileges_from_capabilities() {
+        let all = bits(&[CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_DAC_OVERRIDE]);
+        let check = check_privileges(0, Some(all));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert_eq!(
+            check.detail,
+            "root with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN: enough to load and attach, \
+             and to mount tracefs"
+        );
+
+        let check = check_privileges(0, Some(bits(&[CAP_BPF, CAP_PERFMON])));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert!(
+            check.detail.contains("must already be mounted"),
+            "{check:?}"
+        );
+        assert!(!check.detail.contains("DAC"), "{check:?}");
+
+        let check = check_privileges(1000, Some(bits(&[CAP_BPF, CAP_PERFMON])));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert!(check.detail.starts_with("uid 1000 with"), "{check:?}");
+        assert!(check.detail.contains("CAP_DAC_READ_SEARCH"), "{check:?}");
+
+        let check = check_privileges(0, Some(bits(&[CAP_BPF])));
+        assert_eq!(check.status, Status::Missing);
+        assert!(
+            check.detail.starts_with("root lacks CAP_PERFMON ("),
+            "{check:?}"
+        );
+        assert!(check.remedy.is_some());
+
+        let check = check_privileges(65534, Some(0));
+        assert!(
+            check
+                .detail
+                .starts_with("uid 65534 lacks CAP_BPF and CAP_PERFMON"),
+            "{check:?}"
+        );
+        assert_eq!(check_privileges(0, None).status, Status::Missing);
+    }
+
+    #[test]
+    fn privileges_agree_with_the_loader() {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let check = check_privileges(euid, parse_effective(&status));
+        assert_eq!(
+            check.is_ok(),
+            crate::privileges::missing_for_tracing().is_empty(),
+            "{check:?}"
+        );
+    }
+
+    #[test]
+    fn a_complete_tracefs_passes_with_offsets() {
+        let dir = TempDir::new("complete");
+        complete_tracefs(&dir.0);
+        let checks = tracepoint_checks(Some(&dir.0));
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(Check::is_ok), "{checks:#?}");
+        assert_eq!(checks[0].name, "tracepoint syscalls/sys_enter_connect");
+        assert_eq!(checks[0].detail, "fields fd@16 uservaddr@24 addrlen@32");
+        assert_eq!(checks[1].detail, "fields ret@16");
+        assert_eq!(
+            checks[2].detail,
+            "fields skaddr@8 oldstate@16 newstate@20 protocol@30"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let dir = TempDir::new("field");
+        complete_tracefs(&dir.0);
+        write_format(
+            &dir.0,
+            "sock",
+            "inet_sock_set_state",
+            &[("const void * skaddr", 8), ("int newstate", 20)],
+        );
+        let checks = tracepoint_checks(Some(&dir.0));
+        assert!(checks[0].is_ok() && checks[1].is_ok(), "{checks:#?}");
+        let sock = &checks[2];
+        assert_eq!(sock.status, Status::Missing);
+        assert!(
+            sock.detail.contains("no field oldstate, protocol"),
+            "{sock:?}"
+        );
+        assert!(sock.detail.contains("skaddr@8 newstate@20"), "{sock:?}");
+    }
+
+    #[test]
+    fn a_missing_tracepoint_is_named() {
+        let dir = TempDir::new("tracepoint");
+        complete_tracefs(&dir.0);
+        fs::remove_dir_all(dir.0.join("events/syscalls/sys_exit_connect")).unwrap();
+        let checks = tracepoint_checks(Some(&dir.0));
+        assert_eq!(checks[1].status, Status::Missing);
+        assert!(
+            checks[1].detail.contains("no such tracepoint"),
+            "{checks:#?}"
+        );
+        assert!(
+            checks[1]
+                .remedy
+                .as_deref()
+                .unwrap()
+                .contains("CONFIG_FTRACE_SYSCALLS"),
+            "{checks:#?}"
+        );
+        assert!(checks[0].is_ok() && checks[2].is_ok(), "{checks:#?}");
+    }
+
+    #[test]
+    fn without_tracefs_the_tracepoints_are_skipped() {
+        let checks = tracepoint_checks(None);
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(|check| check.status == Status::Skip));
+    }
+
+    #[test]
+    fn a_given_tracefs_needs_an_events_directory() {
+        let dir = TempDir::new("given");
+        assert_eq!(check_given_tracefs(&dir.0).status, Status::Missing);
+        fs::create_dir(dir.0.join("events")).unwrap();
+        assert_eq!(check_given_tracefs(&dir.0).status, Status::Ok);
+    }
+
+    #[test]
+    fn cgroup2_is_found_in_hybrid_unified_and_absent_setups() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        let check = check_cgroup2(hybrid);
+        assert_eq!(check.status, Status::Ok);
+        assert!(
+            check
+                .detail
+                .starts_with("mounted at /sys/fs/cgroup/unified (hybrid"),
+            "{check:?}"
+        );
+
+        let unified = "sysfs /sys sysfs rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        let check = check_cgroup2(unified);
+        assert!(
+            check
+                .detail
+                .starts_with("mounted at /sys/fs/cgroup (unified"),
+            "{check:?}"
+        );
+
+        let none = "sysfs /sys sysfs rw 0 0\ncgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n";
+        let check = check_cgroup2(none);
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.remedy.is_some());
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        let mounts = "none /tmp/my\\040trace tracefs rw 0 0\nnone /a\\134b tracefs rw 0 0\n";
+        assert_eq!(
+            mount_points(mounts, "tracefs"),
+            vec![PathBuf::from("/tmp/my trace"), PathBuf::from("/a\\b")]
+        );
+        assert!(mount_points(mounts, "cgroup2").is_empty());
+        assert_eq!(unescape_mount_field("\\04"), "\\04");
+    }
+
+    #[test]
+    fn missing_btf_is_only_a_warning() {
+        let check = check_btf(Path::new("/nonexistent/vmlinux"));
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("null error"), "{check:?}");
+    }
+
+    #[test]
+    fn ready_means_nothing_missing() {
+        let mut report = Report {
+            checks: vec![
+                Check::ok("a", "fine"),
+                Check::warn("b", "meh", "fix b"),
+                Check::skip("c", "not tried"),
+            ],
+        };
+        assert!(report.ready());
+        report.checks.push(Check::missing("d", "gone", "fix d"));
+        assert!(!report.ready());
+        assert_eq!(
+            report
+                .missing()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["d"]
+        );
+    }
+
+    #[test]
+    fn serializes_as_an_array_of_checks() {
+        let report = Report {
+            checks: vec![
+                Check::ok("tracefs", "mounted"),
+                Check::missing("ring-buffer", "no", "upgrade"),
+            ],
+        };
+        let value = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([
+                {"name": "tracefs", "status": "ok", "detail": "mounted", "remedy": null},
+                {"name": "ring-buffer", "status": "missing", "detail": "no", "remedy": "upgrade"},
+            ])
+        );
+    }
+
+    #[test]
+    fn maps_can_be_created_with_privileges() {
+        if !crate::privileges::missing_for_tracing().is_empty() {
+            return;
+        }
+        assert_eq!(check_bpf_syscall().status, Status::Ok);
+        assert_eq!(check_ring_buffer().status, Status::Ok);
+    }
+
+    #[test]
+    fn a_private_mount_stays_private() {
+        if !crate::privileges::missing_for_tracing().is_empty() {
+            return;
+        }
+        let dir = TempDir::new("mntns");
+        let inside = in_private_mount_namespace(|| {
+            mount_tracefs(&dir.0)?;
+            Ok(dir.0.join("events").is_dir())
+        })
+        .unwrap()
+        .unwrap();
+        assert!(inside, "tracefs was not mounted in the private namespace");
+        assert!(
+            !dir.0.join("events").exists(),
+            "the trial mount leaked into the process's namespace"
+        );
+    }
+}
