@@ -137,6 +137,8 @@ pub struct Delivery {
     pub records_lost: u64,
     /// Handshake outcomes dropped because the ring buffer was full.
     pub outcomes_lost: u64,
+    /// Records the daemon could not write to its output (disk full, ...).
+    pub records_unwritten: u64,
     /// Attempts waiting for their handshake to end now.
     pub pending: u64,
 }

@@ -26,6 +26,8 @@ pub mod http;
 pub mod json;
 pub mod kernel_counts;
 pub mod metrics;
+pub mod notify;
+pub mod output;
 pub mod privileges;
 pub mod probe;
 pub mod reader;

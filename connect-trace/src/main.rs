@@ -5,7 +5,7 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod cli;
 
@@ -34,7 +34,15 @@ enum Command {
 const LOG_LEVEL_VARIABLE: &str = "CONNECT_TRACE_LOG";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = match cli::config::apply(Cli::command(), &args) {
+        Ok(command) => command,
+        Err(error) => return fail(&error),
+    };
+    let cli = match Cli::from_arg_matches(&command.get_matches_from(args)) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -51,6 +51,7 @@ pub struct Metrics {
     kernel_attempts: IntCounterVec,
     records_delivered: IntCounter,
     records_lost: IntCounterVec,
+    records_unwritten: IntCounter,
     unresolved: IntCounterVec,
     pending: IntGauge,
     top_destinations: IntGaugeVec,
@@ -115,6 +116,10 @@ impl Metrics {
             "connect_trace_repeats_total",
             "Repeated connect() calls on a socket already connecting or connected.",
         )?;
+        let records_unwritten = IntCounter::new(
+            "connect_trace_records_unwritten_total",
+            "Records the daemon could not write to its output (disk full, permissions).",
+        )?;
         let records_delivered = IntCounter::new(
             "connect_trace_records_delivered_total",
             "Call records that reached the daemon from the ring buffer.",
@@ -159,6 +164,7 @@ impl Metrics {
         for metric in [
             Box::new(repeats.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(records_delivered.clone()),
+            Box::new(records_unwritten.clone()),
             Box::new(pending.clone()),
             Box::new(attached.clone()),
             Box::new(connect_duration.clone()),
@@ -178,6 +184,7 @@ impl Metrics {
             kernel_attempts,
             records_delivered,
             records_lost,
+            records_unwritten,
             unresolved,
             pending,
             top_destinations,
@@ -213,6 +220,11 @@ impl Metrics {
                 .with_label_values(&[outcome.name()])
                 .observe(ns as f64 / 1e9);
         }
+    }
+
+    /// Counts records that could not be written.
+    pub fn unwritten(&self, records: u64) {
+        self.records_unwritten.inc_by(records);
     }
 
     /// Counts records taken from the ring buffer.
@@ -339,3 +351,37 @@ impl Health {
 
 /// Shared between the run loop and the HTTP server.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_needs_attached_programs_and_a_recent_drain() {
+        let health = Health::default();
+        assert!(health.check(0, 5).unwrap_err().contains("not attached"));
+        health.set_attached(true);
+        health.drained(100);
+        assert_eq!(health.check(103, 5), Ok(()));
+        assert!(
+            health
+                .check(200, 5)
+                .unwrap_err()
+                .contains("not been drained")
+        );
+        health.set_attached(false);
+        assert!(health.check(101, 5).unwrap_err().contains("not attached"));
+    }
+
+    #[test]
+    fn exposition_is_prometheus_text() {
+        let metrics = Metrics::new().unwrap();
+        metrics.set_attached(true);
+        let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
+        assert!(
+            text.contains("# TYPE connect_trace_programs_attached gauge"),
+            "{text}"
+        );
+        assert!(text.contains("connect_trace_programs_attached 1"), "{text}");
+    }
+}

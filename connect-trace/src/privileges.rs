@@ -69,6 +69,85 @@ fn missing_from(effective: u64, is_root_user: bool) -> Vec<Capability> {
     missing
 }
 
+/// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability once the programs are attached and the ring
+/// buffer, counters and sockets are open: none of what the daemon does
+/// afterwards needs one on Linux 6.5 and later, where reading a BPF map
+/// through a descriptor already held is not checked. Before 6.5, with
+/// `kernel.unprivileged_bpf_disabled` set, every bpf() call was checked, so
+/// there CAP_BPF (or CAP_SYS_ADMIN) is kept for reading the counters.
+///
+/// Capabilities are per thread: call this while the process has one.
+pub fn drop_after_attach() -> std::io::Result<Vec<&'static str>> {
+    let keep = if kernel_at_least(6, 5) {
+        0
+    } else {
+        let effective = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| parse_effective(&status))
+            .unwrap_or(0);
+        effective & ((1 << CAP_BPF.bit) | (1 << CAP_SYS_ADMIN.bit))
+    };
+    // SAFETY: prctl with these constant arguments has no memory effects.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |n: u32| (keep >> (32 * n)) as u32;
+    let data = [0, 1].map(|n| CapData {
+        effective: word(n),
+        permitted: word(n),
+        inheritable: 0,
+    });
+    // SAFETY: the header and the two data words are valid for capset.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_ref(&header), data.as_ptr()) };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok([CAP_SYS_ADMIN, CAP_BPF]
+        .into_iter()
+        .filter(|cap| keep & (1 << cap.bit) != 0)
+        .map(|cap| cap.name)
+        .collect())
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse::<u32>().ok());
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 fn parse_effective(status: &str) -> Option<u64> {
     let hex = status
         .lines()

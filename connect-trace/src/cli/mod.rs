@@ -1,5 +1,6 @@
-//! One module per subcommand.
+//! One module per subcommand, and `config` for reading options from a file.
 
 pub mod check;
+pub mod config;
 pub mod explain;
 pub mod run;

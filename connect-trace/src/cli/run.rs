@@ -2,8 +2,7 @@
 //! metrics, stop cleanly on a signal.
 
 use std::{
-    fs::OpenOptions,
-    io::{self, BufWriter, Write},
+    io,
     net::SocketAddr,
     path::PathBuf,
     sync::Arc,
@@ -18,6 +17,9 @@ use connect_trace::{
     http,
     json::{self, JsonLines},
     metrics::{Health, Metrics},
+    notify::notify,
+    output::Output,
+    privileges,
     probe::{DEFAULT_RING_BUFFER_BYTES, KernelCounters, Tracer, TracerConfig},
     reader::EventReader,
     record::Record,
@@ -28,51 +30,62 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Options of `connect-trace run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read options from this TOML file: keys are the long option names
+    /// (`ring-buffer-size = 8388608`). Command-line options win over
+    /// environment variables, which win over the file.
+    #[arg(long, env = "CONNECT_TRACE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Trace only this process id (all its threads); filtered in the kernel.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, env = "CONNECT_TRACE_PID", value_name = "PID")]
     pid: Option<u32>,
 
     /// Report only attempts that failed: calls that returned 0 are skipped
     /// in the kernel, and non-blocking ones that later connect are dropped.
-    #[arg(long)]
+    #[arg(long, env = "CONNECT_TRACE_FAILURES_ONLY")]
     failures_only: bool,
 
     /// How long, in seconds, an attempt may wait for its handshake to end
     /// before it is reported with outcome `in_progress`.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_RESOLVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "CONNECT_TRACE_RESOLVE_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_RESOLVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     resolve_timeout: u64,
 
     /// Append records to this file instead of writing them to stdout.
-    #[arg(long, short, value_name = "FILE")]
+    #[arg(long, env = "CONNECT_TRACE_OUTPUT", short, value_name = "FILE")]
     output: Option<PathBuf>,
 
     /// Seconds between `{"type":"summary"}` records (failure rates and the
     /// top failing destinations, processes, errors and cgroups); 0 for none.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "CONNECT_TRACE_INTERVAL",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
     interval: u64,
 
     /// Write only summary records, no record per connect().
-    #[arg(long)]
+    #[arg(long, env = "CONNECT_TRACE_SUMMARY_ONLY")]
     summary_only: bool,
 
     /// How many keys each summary lists per dimension (and how many
     /// `connect_trace_top_*` series the metrics carry).
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, env = "CONNECT_TRACE_TOP", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     top: u64,
 
     /// Serve Prometheus metrics at http://ADDR/metrics and health at
     /// /healthz. A bare port binds 127.0.0.1. Off by default.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    #[arg(long, env = "CONNECT_TRACE_METRICS", value_name = "ADDR", value_parser = parse_listen_addr)]
     metrics: Option<SocketAddr>,
 
     /// Ring buffer size in bytes (a power of two, at least 4096). Each call
     /// record takes 248 bytes in it.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
+    #[arg(long, env = "CONNECT_TRACE_RING_BUFFER_SIZE", value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     ring_buffer_size: u32,
 
     /// How often to collect records when the kernel has not woken us, in
     /// milliseconds. Bounds how late a record can reach the output.
-    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, env = "CONNECT_TRACE_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     poll_interval_ms: u64,
 }
 
@@ -96,10 +109,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
     };
-    let output = open_output(args.output.as_ref())?;
+    let output = match &args.output {
+        None => Output::stdout(),
+        Some(path) => {
+            Output::file(path).with_context(|| format!("opening --output {}", path.display()))?
+        }
+    };
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let server = match args.metrics {
@@ -135,6 +154,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .map(|addr| format!("; metrics at http://{addr}/metrics"))
             .unwrap_or_default(),
     );
+    // Everything that needs privileges is done: programs attached, maps and
+    // sockets open.
+    match privileges::drop_after_attach() {
+        Ok(kept) if kept.is_empty() => tracing::debug!("dropped every capability"),
+        Ok(kept) => tracing::debug!("dropped every capability but {}", kept.join(" and ")),
+        Err(error) => tracing::warn!("could not drop capabilities: {error}"),
+    }
+    if let Err(error) = notify("READY=1\nSTATUS=tracing connect()") {
+        tracing::warn!("could not notify systemd that we are ready: {error}");
+    }
     if let Some(problem) = tracer.btf_problem() {
         tracing::warn!("{problem}; failed handshakes will be reported without their error");
     }
@@ -151,6 +180,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             out: output,
             per_attempt: !args.summary_only,
             written: 0,
+            was_failing: false,
         },
         aggregator: Aggregator::new(DEFAULT_CAPACITY, SystemTime::now()),
         metrics: Arc::clone(&metrics),
@@ -167,6 +197,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            _ = hangup.recv() => daemon.reopen()?,
             _ = housekeeping.tick() => {
                 let counters = tracer.counters().context("reading kernel counters")?;
                 report_new_losses(&reported, &counters);
@@ -182,6 +213,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    if let Err(error) = notify("STOPPING=1") {
+        tracing::debug!("could not notify systemd that we are stopping: {error}");
+    }
     // Records submitted before the signal are still in the buffer, and
     // attempts still waiting for their handshake are reported as they are.
     daemon.write_batch()?;
@@ -198,8 +232,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let stats = daemon.resolver.stats();
     tracing::info!(
-        "stopped; {} records written, {} lost (ring buffer full), {} outcomes lost, {} undecodable, {} exits without entry, {} unresolved at timeout, {} not followed (pending sets full)",
+        "stopped; {} records delivered, {} records written, {} not written (output errors), {} lost (ring buffer full), {} outcomes lost, {} undecodable, {} exits without entry, {} unresolved at timeout, {} not followed (pending sets full)",
+        daemon.delivered,
         daemon.sink.written,
+        daemon.sink.out.unwritten(),
         counters.ringbuf_full,
         counters.outcome_ringbuf_full,
         daemon.reader.undecodable(),
@@ -211,18 +247,56 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Where resolved attempts and summaries go: JSON Lines into `out`.
-struct Sink<W> {
+struct Sink {
     renderer: JsonLines,
-    out: W,
+    out: Output,
     per_attempt: bool,
+    /// Records written whole, since start.
     written: u64,
+    /// Whether the last flush failed, to log only when that changes.
+    was_failing: bool,
+}
+
+impl Sink {
+    /// Writes the batch. Output errors on a file are logged when they start
+    /// and when they stop, and counted; only a vanished stdout is fatal.
+    fn flush(&mut self, metrics: &Metrics) -> io::Result<()> {
+        let written = self.out.flush()?;
+        self.written += written.records;
+        metrics.unwritten(written.unwritten);
+        match (self.out.failing(), self.was_failing) {
+            (Some(error), false) => {
+                tracing::error!(
+                    "cannot write to {}: {error}; records are counted as not written until it works again (the kernel keeps counting, metrics keep being served)",
+                    self.describe()
+                );
+                self.was_failing = true;
+            }
+            (None, true) => {
+                tracing::info!(
+                    "writing to {} works again; {} records could not be written so far",
+                    self.describe(),
+                    self.out.unwritten()
+                );
+                self.was_failing = false;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.out
+            .path()
+            .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string())
+    }
 }
 
 /// The record pipeline after the kernel: resolve, aggregate, count, write.
-struct Daemon<W> {
+struct Daemon {
     reader: EventReader,
     resolver: Resolver,
-    sink: Sink<W>,
+    sink: Sink,
     aggregator: Aggregator,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -232,23 +306,34 @@ struct Daemon<W> {
 }
 
 /// Takes one resolved attempt through aggregation, metrics and output.
-fn consume<W: Write>(
+fn consume(
     resolved: &ResolvedAttempt,
     now_secs: u64,
-    sink: &mut Sink<W>,
+    sink: &mut Sink,
     aggregator: &mut Aggregator,
     metrics: &Metrics,
 ) -> io::Result<()> {
     aggregator.record(resolved, now_secs);
     metrics.record(resolved);
     if sink.per_attempt {
-        sink.renderer.write_attempt(&mut sink.out, resolved)?;
-        sink.written += 1;
+        let renderer = &sink.renderer;
+        sink.out
+            .record(|line| renderer.write_attempt(line, resolved))?;
     }
     Ok(())
 }
 
-impl<W: Write> Daemon<W> {
+impl Daemon {
+    /// Reopens `--output` (SIGHUP, after logrotate moved it).
+    fn reopen(&mut self) -> Result<()> {
+        self.write_batch()?;
+        match self.sink.out.reopen() {
+            Ok(_) => tracing::info!("reopened {}", self.sink.describe()),
+            Err(error) => tracing::error!("reopening {}: {error}", self.sink.describe()),
+        }
+        Ok(())
+    }
+
     /// Resolves and writes every waiting record, then flushes, so records
     /// reach `tail -f` within one poll interval of their outcome.
     fn write_batch(&mut self) -> Result<()> {
@@ -277,7 +362,7 @@ impl<W: Write> Daemon<W> {
         *delivered += calls;
         self.metrics.delivered(calls);
         self.health.drained(now);
-        self.sink.out.flush().context("writing records")
+        self.sink.flush(&self.metrics).context("writing records")
     }
 
     /// Times out unresolved attempts and refreshes the metrics from the
@@ -296,7 +381,7 @@ impl<W: Write> Daemon<W> {
                 consume(resolved, now / 1_000_000_000, sink, aggregator, metrics)
             })
             .context("writing records")?;
-        self.sink.out.flush().context("writing records")?;
+        self.sink.flush(&self.metrics).context("writing records")?;
         let counters = tracer.counters().context("reading kernel counters")?;
         let outcomes = tracer.outcome_counts().context("reading kernel counters")?;
         self.metrics
@@ -317,7 +402,7 @@ impl<W: Write> Daemon<W> {
         resolver
             .finish(&mut |resolved| consume(resolved, now_secs, sink, aggregator, metrics))
             .context("writing records")?;
-        self.sink.out.flush().context("writing records")
+        self.sink.flush(&self.metrics).context("writing records")
     }
 
     /// Writes a summary of the interval that just ended.
@@ -330,6 +415,7 @@ impl<W: Write> Daemon<W> {
             records_delivered: self.delivered,
             records_lost: counters.ringbuf_full,
             outcomes_lost: counters.outcome_ringbuf_full,
+            records_unwritten: self.sink.out.unwritten(),
             pending: self.resolver.stats().pending as u64,
         };
         let now_secs = WallClock::monotonic_now_ns() / 1_000_000_000;
@@ -339,8 +425,11 @@ impl<W: Write> Daemon<W> {
         self.metrics.publish_top(&summary);
         self.metrics
             .update(&counters, &outcomes, self.resolver.stats());
-        json::write_summary(&mut self.sink.out, &summary).context("writing records")?;
-        self.sink.out.flush().context("writing records")
+        self.sink
+            .out
+            .record(|line| json::write_summary(line, &summary))
+            .context("writing records")?;
+        self.sink.flush(&self.metrics).context("writing records")
     }
 }
 
@@ -354,18 +443,4 @@ fn report_new_losses(before: &KernelCounters, now: &KernelCounters) {
             now.outcome_ringbuf_full,
         );
     }
-}
-
-fn open_output(path: Option<&PathBuf>) -> Result<BufWriter<Box<dyn Write>>> {
-    let sink: Box<dyn Write> = match path {
-        None => Box::new(io::stdout().lock()),
-        Some(path) => Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening --output {}", path.display()))?,
-        ),
-    };
-    Ok(BufWriter::with_capacity(64 * 1024, sink))
 }

@@ -6,6 +6,8 @@
 //! its own records by thread id.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod daemon;
+
 use std::{
     mem::{size_of, zeroed},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
