@@ -116,6 +116,8 @@ pub mod global {
     pub const STATE_NEW_OFFSET: &str = "STATE_NEW_OFFSET";
     /// `u32`: offset of `protocol` in the `inet_sock_set_state` record.
     pub const STATE_PROTOCOL_OFFSET: &str = "STATE_PROTOCOL_OFFSET";
+    /// `u32`: 1 when every tracepoint offset equals [`crate::layout`]'s.
+    pub const LAYOUT_USUAL: &str = "LAYOUT_USUAL";
     /// `u32`: offset of `sk_err` in `struct sock`, from the running kernel's
     /// BTF; [`crate::SK_ERR_UNKNOWN`] when BTF is unavailable.
     pub const SK_ERR_OFFSET: &str = "SK_ERR_OFFSET";
@@ -127,6 +129,31 @@ pub const SK_ERR_UNKNOWN: u32 = u32::MAX;
 
 /// `outcome_err` value when the socket's error could not be read.
 pub const OUTCOME_ERR_UNKNOWN: i32 = -1;
+
+/// The usual byte offsets of the tracepoint fields the programs read: those
+/// of every kernel since the tracepoints appeared (the syscall records are
+/// generic, `inet_sock_set_state` has kept its layout since 4.16). The
+/// loader compares them with the running kernel's tracefs formats and, if
+/// any differs, the programs read the fields at the formats' offsets
+/// instead, through a slower helper.
+pub mod layout {
+    /// `sys_enter_connect.fd`.
+    pub const ENTER_FD: usize = 16;
+    /// `sys_enter_connect.uservaddr`.
+    pub const ENTER_ADDR: usize = 24;
+    /// `sys_enter_connect.addrlen`.
+    pub const ENTER_ADDRLEN: usize = 32;
+    /// `sys_exit_connect.ret`.
+    pub const EXIT_RET: usize = 16;
+    /// `inet_sock_set_state.skaddr`.
+    pub const STATE_SKADDR: usize = 8;
+    /// `inet_sock_set_state.oldstate`.
+    pub const STATE_OLD: usize = 16;
+    /// `inet_sock_set_state.newstate`.
+    pub const STATE_NEW: usize = 20;
+    /// `inet_sock_set_state.protocol`.
+    pub const STATE_PROTOCOL: usize = 30;
+}
 
 /// TCP states, as `inet_sock_set_state` reports them (include/net/tcp_states.h).
 pub mod tcp_state {

@@ -19,19 +19,19 @@
 #![no_main]
 
 use aya_ebpf::{
-    Global,
+    EbpfContext as _, Global,
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use connect_trace_common::{
     ConnectRecord, Handshake, IPPROTO_TCP, InFlight, OUTCOME_ERR_UNKNOWN, OutcomeRecord,
-    PendingHandshake, SK_ERR_UNKNOWN, SOCKADDR_MAX, addr_flags, connect_flags, counter,
+    PendingHandshake, SK_ERR_UNKNOWN, SOCKADDR_MAX, addr_flags, connect_flags, counter, layout,
     outcome_count, record_kind, tcp_state,
 };
 
@@ -53,21 +53,42 @@ static FAILURES_ONLY: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
-static ENTER_FD_OFFSET: Global<u32> = Global::new(16);
+static ENTER_FD_OFFSET: Global<u32> = Global::new(layout::ENTER_FD as u32);
 #[unsafe(no_mangle)]
-static ENTER_ADDR_OFFSET: Global<u32> = Global::new(24);
+static ENTER_ADDR_OFFSET: Global<u32> = Global::new(layout::ENTER_ADDR as u32);
 #[unsafe(no_mangle)]
-static ENTER_ADDRLEN_OFFSET: Global<u32> = Global::new(32);
+static ENTER_ADDRLEN_OFFSET: Global<u32> = Global::new(layout::ENTER_ADDRLEN as u32);
 #[unsafe(no_mangle)]
-static EXIT_RET_OFFSET: Global<u32> = Global::new(16);
+static EXIT_RET_OFFSET: Global<u32> = Global::new(layout::EXIT_RET as u32);
 #[unsafe(no_mangle)]
-static STATE_SKADDR_OFFSET: Global<u32> = Global::new(8);
+static STATE_SKADDR_OFFSET: Global<u32> = Global::new(layout::STATE_SKADDR as u32);
 #[unsafe(no_mangle)]
-static STATE_OLD_OFFSET: Global<u32> = Global::new(16);
+static STATE_OLD_OFFSET: Global<u32> = Global::new(layout::STATE_OLD as u32);
 #[unsafe(no_mangle)]
-static STATE_NEW_OFFSET: Global<u32> = Global::new(20);
+static STATE_NEW_OFFSET: Global<u32> = Global::new(layout::STATE_NEW as u32);
 #[unsafe(no_mangle)]
-static STATE_PROTOCOL_OFFSET: Global<u32> = Global::new(30);
+static STATE_PROTOCOL_OFFSET: Global<u32> = Global::new(layout::STATE_PROTOCOL as u32);
+/// 1 when the running kernel's tracepoint records have the usual layout
+/// ([`layout`]), so fields can be loaded straight from the context.
+#[unsafe(no_mangle)]
+static LAYOUT_USUAL: Global<u32> = Global::new(0);
+
+/// Reads a tracepoint field. On kernels whose record layout is the usual
+/// one this is a plain load from the context at a constant offset (the
+/// verifier only allows constant offsets there); otherwise a helper call at
+/// the offset the loader read from tracefs. `LAYOUT_USUAL` is read-only
+/// data, so the verifier knows its value and drops the branch not taken.
+#[inline(always)]
+fn field<T: Copy, const USUAL: usize>(
+    ctx: &TracePointContext,
+    offset: &Global<u32>,
+) -> Result<T, i64> {
+    if LAYOUT_USUAL.load() == 1 {
+        Ok(unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(USUAL).cast::<T>()) })
+    } else {
+        unsafe { ctx.read_at(offset.load() as usize) }.map_err(i64::from)
+    }
+}
 #[unsafe(no_mangle)]
 static SK_ERR_OFFSET: Global<u32> = Global::new(SK_ERR_UNKNOWN);
 
@@ -75,11 +96,12 @@ static SK_ERR_OFFSET: Global<u32> = Global::new(SK_ERR_UNKNOWN);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// LRU so that a thread that never reaches the exit tracepoint (killed in
-/// the syscall, or the programs detached between entry and exit) cannot
-/// leak a slot: the oldest entry is reused.
+/// A plain preallocated hash map: the exit program removes every entry the
+/// entry program adds (the exit tracepoint runs even for a thread killed in
+/// the call), and a plain map costs less per call than an LRU one. A full
+/// map is counted, not silent.
 #[map]
-static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
 
 /// One-slot scratch space: an `InFlight` is too large to build on the
 /// 512-byte BPF stack comfortably, so it is assembled here and copied in.
@@ -178,11 +200,9 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 }
 
 fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
-    let fd: u64 = unsafe { ctx.read_at(ENTER_FD_OFFSET.load() as usize) }.map_err(i64::from)?;
-    let uaddr: u64 =
-        unsafe { ctx.read_at(ENTER_ADDR_OFFSET.load() as usize) }.map_err(i64::from)?;
-    let addrlen: u64 =
-        unsafe { ctx.read_at(ENTER_ADDRLEN_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let fd: u64 = field::<u64, { layout::ENTER_FD }>(ctx, &ENTER_FD_OFFSET)?;
+    let uaddr: u64 = field::<u64, { layout::ENTER_ADDR }>(ctx, &ENTER_ADDR_OFFSET)?;
+    let addrlen: u64 = field::<u64, { layout::ENTER_ADDRLEN }>(ctx, &ENTER_ADDRLEN_OFFSET)?;
     let Some(slot) = SCRATCH.get_ptr_mut(0) else {
         return Err(-1);
     };
@@ -243,7 +263,7 @@ fn emit_record(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         return Ok(());
     };
     let in_flight = unsafe { &*in_flight };
-    let ret: i64 = unsafe { ctx.read_at(EXIT_RET_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let ret: i64 = field::<i64, { layout::EXIT_RET }>(ctx, &EXIT_RET_OFFSET)?;
     if ret == 0 && FAILURES_ONLY.load() != 0 {
         let _ = IN_FLIGHT.remove(&pid_tgid);
         return Ok(());
@@ -288,15 +308,13 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 }
 
 fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
-    let protocol: u16 =
-        unsafe { ctx.read_at(STATE_PROTOCOL_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let protocol: u16 = field::<u16, { layout::STATE_PROTOCOL }>(ctx, &STATE_PROTOCOL_OFFSET)?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sock: u64 =
-        unsafe { ctx.read_at(STATE_SKADDR_OFFSET.load() as usize) }.map_err(i64::from)?;
-    let old: i32 = unsafe { ctx.read_at(STATE_OLD_OFFSET.load() as usize) }.map_err(i64::from)?;
-    let new: i32 = unsafe { ctx.read_at(STATE_NEW_OFFSET.load() as usize) }.map_err(i64::from)?;
+    let sock: u64 = field::<u64, { layout::STATE_SKADDR }>(ctx, &STATE_SKADDR_OFFSET)?;
+    let old: i32 = field::<i32, { layout::STATE_OLD }>(ctx, &STATE_OLD_OFFSET)?;
+    let new: i32 = field::<i32, { layout::STATE_NEW }>(ctx, &STATE_NEW_OFFSET)?;
     let (old, new) = (old as u32, new as u32);
     let pid_tgid = bpf_get_current_pid_tgid();
 

@@ -7,7 +7,9 @@
 //! outcomes are failures; `in_progress` ones are attempts whose outcome is
 //! unknown and count as neither.
 
-use std::{collections::HashMap, fmt::Write as _, time::SystemTime};
+use std::{fmt::Write as _, time::SystemTime};
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
@@ -44,12 +46,12 @@ struct Interval {
     started: SystemTime,
     tally: Tally,
     outcomes: OutcomeCounts,
-    errors: HashMap<FailureKind, u64>,
+    errors: FxHashMap<FailureKind, u64>,
     destinations: TopK<String>,
     processes: TopK<String>,
     cgroups: TopK<u64>,
     /// The last pid seen for each kept process name, to name its executable.
-    pids: HashMap<String, u32>,
+    pids: FxHashMap<String, u32>,
 }
 
 /// What a failure was, for grouping: a bounded set.
@@ -65,13 +67,13 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// The label: the errno's name, `canceled` or `unknown`.
-    pub fn label(self) -> String {
+    pub fn label(self) -> std::borrow::Cow<'static, str> {
         match self {
             Self::Errno(number) => {
-                errno::name(number).map_or_else(|| number.to_string(), str::to_owned)
+                errno::name(number).map_or_else(|| number.to_string().into(), Into::into)
             }
-            Self::Canceled => "canceled".to_owned(),
-            Self::Unknown => "unknown".to_owned(),
+            Self::Canceled => "canceled".into(),
+            Self::Unknown => "unknown".into(),
         }
     }
 
@@ -103,11 +105,11 @@ impl Interval {
             started,
             tally: Tally::default(),
             outcomes: OutcomeCounts::default(),
-            errors: HashMap::new(),
+            errors: FxHashMap::default(),
             destinations: TopK::new(capacity),
             processes: TopK::new(capacity),
             cgroups: TopK::new(capacity),
-            pids: HashMap::new(),
+            pids: FxHashMap::default(),
         }
     }
 }
@@ -363,7 +365,7 @@ impl Aggregator {
             .errors
             .iter()
             .map(|(kind, count)| ErrorEntry {
-                error: kind.label(),
+                error: kind.label().into_owned(),
                 class: kind.class(),
                 failures: *count,
                 share: share(*count, failures),

@@ -24,12 +24,41 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct JsonLines {
     clock: WallClock,
+    /// `YYYY-MM-DDTHH:MM:SS` of the last second rendered: the calendar
+    /// arithmetic is done once per second, not once per event.
+    second: std::cell::Cell<(u64, [u8; 19])>,
 }
 
 impl JsonLines {
     /// A renderer that maps kernel timestamps with `clock`.
-    pub const fn new(clock: WallClock) -> Self {
-        Self { clock }
+    pub fn new(clock: WallClock) -> Self {
+        Self {
+            clock,
+            second: std::cell::Cell::default(),
+        }
+    }
+
+    /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-21T14:18:36.001757296Z`.
+    fn timestamp(&self, time: std::time::SystemTime, out: &mut [u8; 30]) {
+        let since_epoch = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seconds = since_epoch.as_secs();
+        let (cached, mut prefix) = self.second.get();
+        if cached != seconds || prefix[0] == 0 {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            prefix.copy_from_slice(&text.as_bytes()[..19]);
+            self.second.set((seconds, prefix));
+        }
+        out[..19].copy_from_slice(&prefix);
+        out[19] = b'.';
+        let mut nanos = since_epoch.subsec_nanos();
+        for digit in out[20..29].iter_mut().rev() {
+            *digit = b'0' + (nanos % 10) as u8;
+            nanos /= 10;
+        }
+        out[29] = b'Z';
     }
 
     /// Updates the monotonic-to-wall-clock offset (call once per batch).
@@ -47,17 +76,24 @@ impl JsonLines {
         let final_errno = resolved.outcome.final_errno();
         let destination = attempt.destination();
         let comm = Text::new(attempt.comm());
+        // IP text is formatted on the stack: this runs once per event.
+        let mut ip_text = [0u8; IP_TEXT_MAX];
         let addr = match destination.address {
             Address::None => None,
-            Address::V4(ip) => Some(Text::owned(ip.to_string())),
-            Address::V6(ip) => Some(Text::owned(ip.to_string())),
+            Address::V4(ip) => Some(Text::new(format_ip(&mut ip_text, ip)?)),
+            Address::V6(ip) => Some(Text::new(format_ip(&mut ip_text, ip)?)),
             Address::UnixPath(path) => Some(Text::new(path)),
             Address::UnixAbstract(name) => Some(Text::abstract_name(name)),
         };
         let errno = attempt.errno();
+        let mut ts = [0u8; 30];
+        self.timestamp(
+            self.clock.to_system_time(attempt.start_monotonic_ns()),
+            &mut ts,
+        );
         let record = ConnectLine {
             kind: "connect",
-            ts: self.clock.to_system_time(attempt.start_monotonic_ns()),
+            ts: std::str::from_utf8(&ts).unwrap_or_default(),
             pid: attempt.pid(),
             tid: attempt.tid(),
             uid: attempt.uid(),
@@ -95,8 +131,7 @@ impl JsonLines {
 struct ConnectLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    #[serde(serialize_with = "rfc3339")]
-    ts: std::time::SystemTime,
+    ts: &'a str,
     pid: u32,
     tid: u32,
     uid: u32,
@@ -181,13 +216,6 @@ impl<'a> Text<'a> {
         }
     }
 
-    const fn owned(text: String) -> Self {
-        Self {
-            text: Cow::Owned(text),
-            hex: None,
-        }
-    }
-
     /// An abstract unix name is shown as `@name`; the hex, when present,
     /// holds the name's bytes without the `@`.
     fn abstract_name(name: &'a [u8]) -> Self {
@@ -197,6 +225,17 @@ impl<'a> Text<'a> {
             hex,
         }
     }
+}
+
+/// Longest IP text: a full IPv6 address with an embedded IPv4 one.
+const IP_TEXT_MAX: usize = 48;
+
+/// Writes `ip` as text into `buffer` and returns the bytes written.
+fn format_ip(buffer: &mut [u8; IP_TEXT_MAX], ip: impl std::fmt::Display) -> io::Result<&[u8]> {
+    let mut cursor = io::Cursor::new(&mut buffer[..]);
+    io::Write::write_fmt(&mut cursor, format_args!("{ip}"))?;
+    let len = usize::try_from(cursor.position()).unwrap_or(IP_TEXT_MAX);
+    Ok(&buffer[..len])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -364,6 +403,19 @@ mod tests {
         assert_eq!(value["final_errno"], 0);
         assert_eq!(value["final_errno_name"], Value::Null);
         assert_eq!(value["handshake_ns"], Value::Null);
+    }
+
+    #[test]
+    fn cached_timestamps_match_a_full_format() {
+        let renderer = JsonLines::default();
+        let mut text = [0u8; 30];
+        for offset in [0, 999_999_999, 1_000_000_000, 86_400_000_000_123] {
+            let time = std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(1_700_000_000_000_000_000 + offset);
+            renderer.timestamp(time, &mut text);
+            let expected = humantime::format_rfc3339_nanos(time).to_string();
+            assert_eq!(std::str::from_utf8(&text).unwrap(), expected);
+        }
     }
 
     #[test]

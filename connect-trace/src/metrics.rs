@@ -43,7 +43,6 @@ const HANDSHAKE_BUCKETS: &[f64] = &[
 /// Everything the daemon exports.
 pub struct Metrics {
     registry: Registry,
-    attempts: IntCounterVec,
     failures: IntCounterVec,
     repeats: IntCounter,
     connect_duration: Histogram,
@@ -59,6 +58,11 @@ pub struct Metrics {
     attached: IntGauge,
     /// Kernel counts already added to the counters, to add only the delta.
     seen_kernel: std::sync::Mutex<KernelSeen>,
+    /// `attempts` children by family and outcome index, fetched once:
+    /// looking a child up by its label strings costs a hash per event.
+    attempt_children: Vec<IntCounter>,
+    /// `failures` children fetched so far (a bounded set: families × errors).
+    failure_children: std::sync::Mutex<std::collections::HashMap<(usize, FailureKind), IntCounter>>,
 }
 
 #[derive(Default)]
@@ -70,11 +74,29 @@ struct KernelSeen {
     evicted: u64,
 }
 
-/// The family label.
-pub fn family_label(family: Option<Family>) -> &'static str {
+/// Family labels, by [`family_index`].
+const FAMILY_LABELS: [&str; 5] = ["unspec", "unix", "inet", "inet6", "other"];
+
+/// Outcome labels, by [`outcome_index`].
+const OUTCOME_LABELS: [&str; 4] = ["connected", "failed", "canceled", "in_progress"];
+
+/// The index of a family's label in [`FAMILY_LABELS`].
+const fn family_index(family: Option<Family>) -> usize {
     match family {
-        Some(Family::Other(_)) | None => "other",
-        Some(known) => known.name().unwrap_or("other"),
+        Some(Family::Unspec) => 0,
+        Some(Family::Unix) => 1,
+        Some(Family::Inet) => 2,
+        Some(Family::Inet6) => 3,
+        Some(Family::Other(_)) | None => 4,
+    }
+}
+
+const fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Connected => 0,
+        Outcome::Failed(_) => 1,
+        Outcome::Canceled => 2,
+        Outcome::InProgress => 3,
     }
 }
 
@@ -174,9 +196,18 @@ impl Metrics {
         ] {
             registry.register(metric)?;
         }
+        let attempt_children = FAMILY_LABELS
+            .iter()
+            .flat_map(|family| {
+                OUTCOME_LABELS
+                    .iter()
+                    .map(|outcome| attempts.with_label_values(&[*family, *outcome]))
+            })
+            .collect();
         Ok(Self {
+            attempt_children,
+            failure_children: std::sync::Mutex::default(),
             registry,
-            attempts,
             failures,
             repeats,
             connect_duration,
@@ -194,7 +225,8 @@ impl Metrics {
         })
     }
 
-    /// Counts one resolved attempt.
+    /// Counts one resolved attempt. Runs once per event: no allocation and
+    /// no label lookups once each series has been seen.
     pub fn record(&self, resolved: &ResolvedAttempt) {
         let attempt = &resolved.attempt;
         self.connect_duration
@@ -203,14 +235,26 @@ impl Metrics {
             self.repeats.inc();
             return;
         }
-        let family = family_label(attempt.destination().family);
+        let family = family_index(attempt.destination().family);
         let outcome = resolved.outcome;
-        self.attempts
-            .with_label_values(&[family, outcome.name()])
-            .inc();
-        if let Some(kind) = FailureKind::of(outcome) {
-            self.failures
-                .with_label_values(&[family, &kind.label(), kind.class().unwrap_or("unknown")])
+        if let Some(counter) = self
+            .attempt_children
+            .get(family * OUTCOME_LABELS.len() + outcome_index(outcome))
+        {
+            counter.inc();
+        }
+        if let Some(kind) = FailureKind::of(outcome)
+            && let Ok(mut children) = self.failure_children.lock()
+        {
+            children
+                .entry((family, kind))
+                .or_insert_with(|| {
+                    self.failures.with_label_values(&[
+                        FAMILY_LABELS[family],
+                        &kind.label(),
+                        kind.class().unwrap_or("unknown"),
+                    ])
+                })
                 .inc();
         }
         if let Some(ns) = resolved.handshake_ns

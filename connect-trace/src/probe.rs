@@ -8,7 +8,7 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, map, outcome_count, program};
+use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, layout, map, outcome_count, program};
 use thiserror::Error;
 
 use crate::{
@@ -37,6 +37,10 @@ pub struct TracerConfig {
     pub failures_only: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// Read tracepoint fields only at the offsets found in tracefs, never
+    /// at the usual compiled-in ones; the path taken on kernels with an
+    /// unusual layout, forced here so that tests cover it.
+    pub tracefs_offsets_only: bool,
 }
 
 impl Default for TracerConfig {
@@ -45,6 +49,7 @@ impl Default for TracerConfig {
             pid: None,
             failures_only: false,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            tracefs_offsets_only: false,
         }
     }
 }
@@ -153,6 +158,28 @@ impl Tracer {
             state("newstate")?,
             state("protocol")?,
         );
+        let found = [
+            enter_fd,
+            enter_addr,
+            enter_addrlen,
+            exit_ret,
+            skaddr,
+            old,
+            new,
+            protocol,
+        ];
+        let usual = [
+            layout::ENTER_FD,
+            layout::ENTER_ADDR,
+            layout::ENTER_ADDRLEN,
+            layout::EXIT_RET,
+            layout::STATE_SKADDR,
+            layout::STATE_OLD,
+            layout::STATE_NEW,
+            layout::STATE_PROTOCOL,
+        ]
+        .map(|offset| offset as u32);
+        let layout_usual = u32::from(found == usual && !config.tracefs_offsets_only);
         // Without BTF the handshakes are still followed, but a failed one
         // cannot say why; `Tracer::btf_problem` reports that.
         let (sk_err, btf_problem) = match Btf::from_file(std::path::Path::new(btf::VMLINUX))
@@ -179,6 +206,7 @@ impl Tracer {
             .override_global(global::STATE_NEW_OFFSET, &new, true)
             .override_global(global::STATE_PROTOCOL_OFFSET, &protocol, true)
             .override_global(global::SK_ERR_OFFSET, &sk_err, true)
+            .override_global(global::LAYOUT_USUAL, &layout_usual, true)
             .map_max_entries(map::EVENTS, bytes)
             .load(PROGRAMS)
             .map_err(LoadError::Load)?;

@@ -12,7 +12,9 @@
 //! in the ring buffer when it happened on another CPU while the caller was
 //! still inside connect().
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use crate::attempt::{ConnectAttempt, HandshakeEnd, HandshakeOutcome};
 use crate::record::Record;
@@ -155,11 +157,13 @@ struct Pending {
 /// nanoseconds, passed in so that tests control it.
 pub struct Resolver {
     config: ResolverConfig,
-    pending: HashMap<u64, Pending>,
+    /// Fx hashing (every event looks here): keys are kernel addresses and
+    /// (pid, fd) pairs, and the maps are bounded by `max_pending`.
+    pending: FxHashMap<u64, Pending>,
     /// (pid, fd) of pending attempts, to recognise a second call on the
     /// same socket (a status check) as a repeat.
-    pending_fds: HashMap<(u32, i32), u64>,
-    early: HashMap<u64, (HandshakeOutcome, u64)>,
+    pending_fds: FxHashMap<(u32, i32), u64>,
+    early: FxHashMap<u64, (HandshakeOutcome, u64)>,
     stats: ResolverStats,
 }
 
@@ -168,9 +172,9 @@ impl Resolver {
     pub fn new(config: ResolverConfig) -> Self {
         Self {
             config,
-            pending: HashMap::new(),
-            pending_fds: HashMap::new(),
-            early: HashMap::new(),
+            pending: FxHashMap::default(),
+            pending_fds: FxHashMap::default(),
+            early: FxHashMap::default(),
             stats: ResolverStats::default(),
         }
     }

@@ -9,11 +9,8 @@
 //! from the moment they were admitted; successes never admit a key, so a
 //! flood of distinct healthy destinations cannot push out failing ones.
 
-use std::{
-    borrow::Borrow,
-    collections::{BTreeMap, HashMap},
-    hash::Hash,
-};
+use rustc_hash::FxHashMap;
+use std::{borrow::Borrow, collections::BTreeMap, hash::Hash};
 
 /// A kept key's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +27,10 @@ pub struct Counts {
 #[derive(Debug, Clone)]
 pub struct TopK<K> {
     capacity: usize,
-    counts: HashMap<K, (Counts, u64)>,
+    /// Fx hashing: this is looked up for every event. Keys can be chosen by
+    /// traced programs (unix paths, names), but the map never holds more
+    /// than `capacity` keys, so colliding keys cannot make it slow.
+    counts: FxHashMap<K, (Counts, u64)>,
     /// (failures, admission sequence) → key: the first entry is the key to
     /// displace next. Keyed without the key itself so that moving a key up
     /// needs no clone of it.
@@ -46,7 +46,7 @@ impl<K: Hash + Ord + Clone> TopK<K> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            counts: HashMap::new(),
+            counts: FxHashMap::default(),
             order: BTreeMap::new(),
             sequence: 0,
             total_failures: 0,
@@ -160,6 +160,8 @@ impl<K: Hash + Ord + Clone> TopK<K> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use proptest::prelude::*;
 
     use super::*;

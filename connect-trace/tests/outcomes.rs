@@ -324,6 +324,38 @@ fn a_plain_blocking_client_is_reported_once() {
     assert_eq!(all_of(&mut traced, gettid()).len(), 2);
 }
 
+/// The programs read tracepoint fields at tracefs's offsets when the
+/// kernel's layout is not the usual one; force that path and check a full
+/// refused handshake and a unix call still come out right.
+#[test]
+fn fields_read_at_tracefs_offsets_give_the_same_records() {
+    let mut traced = Traced::with_config(connect_trace::probe::TracerConfig {
+        pid: Some(std::process::id()),
+        tracefs_offsets_only: true,
+        ..connect_trace::probe::TracerConfig::default()
+    });
+    let fd = nonblocking_tcp();
+    let port = closed_port("127.0.0.1");
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
+    let errno = connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len);
+    assert!(matches!(errno, libc::EINPROGRESS | libc::ECONNREFUSED));
+    let unix = socket(libc::AF_UNIX, libc::SOCK_STREAM);
+    let path = RawAddr::unix(b"/nonexistent/connect-trace.sock");
+    assert_eq!(
+        connect_raw(unix.as_raw_fd(), path.as_ptr(), path.len),
+        libc::ENOENT
+    );
+    let resolved = traced.resolved_of(gettid(), 2, QUICK);
+    assert_eq!(
+        resolved[0].outcome,
+        Outcome::Failed(Some(libc::ECONNREFUSED))
+    );
+    assert_eq!(resolved[0].attempt.fd(), fd.as_raw_fd());
+    assert_eq!(resolved[0].attempt.destination().port, Some(port));
+    assert!(resolved[0].handshake_ns.is_some());
+    assert_eq!(resolved[1].outcome, Outcome::Failed(Some(libc::ENOENT)));
+}
+
 #[test]
 fn udp_and_unix_connects_resolve_from_their_return_value() {
     let mut traced = Traced::start();

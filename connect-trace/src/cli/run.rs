@@ -108,6 +108,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         pid: args.pid,
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
+        ..TracerConfig::default()
     };
     let output = match &args.output {
         None => Output::stdout(),
