@@ -174,8 +174,10 @@ pub mod program {
     pub const ENTER_CONNECT: &str = "enter_connect";
     /// Attached to `syscalls/sys_exit_connect`.
     pub const EXIT_CONNECT: &str = "exit_connect";
-    /// Attached to `sock/inet_sock_set_state`.
+    /// Attached to `sock/inet_sock_set_state` (classic tracepoint).
     pub const SOCK_STATE: &str = "sock_state";
+    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred).
+    pub const SOCK_STATE_RAW: &str = "sock_state_raw";
 }
 
 /// Slots of the per-CPU [`map::COUNTERS`] array.

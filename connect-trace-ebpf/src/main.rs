@@ -25,9 +25,9 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use connect_trace_common::{
     ConnectRecord, Handshake, IPPROTO_TCP, InFlight, OUTCOME_ERR_UNKNOWN, OutcomeRecord,
@@ -315,14 +315,34 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
     let sock: u64 = field::<u64, { layout::STATE_SKADDR }>(ctx, &STATE_SKADDR_OFFSET)?;
     let old: i32 = field::<i32, { layout::STATE_OLD }>(ctx, &STATE_OLD_OFFSET)?;
     let new: i32 = field::<i32, { layout::STATE_NEW }>(ctx, &STATE_NEW_OFFSET)?;
-    let (old, new) = (old as u32, new as u32);
+    on_state_change(sock, old as u32, new as u32);
+    Ok(())
+}
+
+/// The same hook as a raw tracepoint, which the loader prefers: the kernel
+/// then passes `(sk, oldstate, newstate)` as they are instead of building
+/// the tracepoint's record (addresses, ports) on every TCP state change on
+/// the host. There is no protocol field to check; only TCP (and MPTCP,
+/// which is TCP underneath) ever moves a socket from CLOSE to SYN_SENT,
+/// and only such sockets are followed.
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn sock_state_raw(ctx: RawTracePointContext) -> i32 {
+    let sock: u64 = ctx.arg(0);
+    let old: u64 = ctx.arg(1);
+    let new: u64 = ctx.arg(2);
+    on_state_change(sock, old as u32, new as u32);
+    0
+}
+
+/// Follows one TCP state change of socket `sock`.
+fn on_state_change(sock: u64, old: u32, new: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
 
     if old == tcp_state::CLOSE && new == tcp_state::SYN_SENT {
         // Only handshakes started by a traced connect() call have an
         // in-flight entry in this thread.
         let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
-            return Ok(());
+            return;
         };
         let in_flight = unsafe { &mut *in_flight };
         let syn_ns = unsafe { bpf_ktime_get_ns() };
@@ -338,13 +358,13 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
             in_flight.flags |= connect_flags::UNTRACKED;
             count(counter::PENDING_FULL);
         }
-        return Ok(());
+        return;
     }
     if new != tcp_state::ESTABLISHED && new != tcp_state::CLOSE {
-        return Ok(());
+        return;
     }
     let Some(pending) = (unsafe { PENDING.get(&sock) }) else {
-        return Ok(());
+        return;
     };
     let pending = *pending;
     let _ = PENDING.remove(&sock);
@@ -367,13 +387,13 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
         let in_flight = unsafe { &mut *in_flight };
         if in_flight.handshake.sock == sock {
             in_flight.handshake = outcome;
-            return Ok(());
+            return;
         }
     }
     count_outcome(pending.family_slot, handshake_code(&outcome, 0));
     let Some(mut entry) = EVENTS.reserve::<OutcomeRecord>(0) else {
         count(counter::OUTCOME_RINGBUF_FULL);
-        return Ok(());
+        return;
     };
     entry.write(OutcomeRecord {
         kind: record_kind::OUTCOME,
@@ -382,7 +402,6 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
         handshake: outcome,
     });
     entry.submit(u64::from(wakeup_flags()));
-    Ok(())
 }
 
 /// `sk->sk_err`: the kernel sets it before moving a failed handshake to

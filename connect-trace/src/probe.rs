@@ -6,7 +6,7 @@
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, layout, map, outcome_count, program};
 use thiserror::Error;
@@ -37,10 +37,12 @@ pub struct TracerConfig {
     pub failures_only: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
-    /// Read tracepoint fields only at the offsets found in tracefs, never
-    /// at the usual compiled-in ones; the path taken on kernels with an
-    /// unusual layout, forced here so that tests cover it.
-    pub tracefs_offsets_only: bool,
+    /// Take only the fallback paths: tracepoint fields read at the offsets
+    /// found in tracefs (never at the usual compiled-in ones), and the
+    /// classic `inet_sock_set_state` tracepoint instead of the raw one.
+    /// Kernels with an unusual layout or no raw tracepoints take these
+    /// paths; this forces them so that tests cover them.
+    pub fallback_paths_only: bool,
 }
 
 impl Default for TracerConfig {
@@ -49,7 +51,7 @@ impl Default for TracerConfig {
             pid: None,
             failures_only: false,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
-            tracefs_offsets_only: false,
+            fallback_paths_only: false,
         }
     }
 }
@@ -124,14 +126,81 @@ pub struct Tracer {
     outcomes: PerCpuArray<MapData, u64>,
     program_ids: Vec<u32>,
     btf_problem: Option<BtfError>,
+    handshake_hook: &'static str,
 }
 
-/// The programs and the tracepoints they attach to.
-const PROGRAMS_AND_TRACEPOINTS: [(&str, &str, &str); 3] = [
+/// The syscall programs and the tracepoints they attach to.
+const SYSCALL_PROGRAMS: [(&str, &str, &str); 2] = [
     (program::ENTER_CONNECT, "syscalls", "sys_enter_connect"),
     (program::EXIT_CONNECT, "syscalls", "sys_exit_connect"),
-    (program::SOCK_STATE, "sock", "inet_sock_set_state"),
 ];
+
+/// Where TCP state changes are seen.
+const STATE_TRACEPOINT: &str = "inet_sock_set_state";
+
+fn program_error(
+    action: &'static str,
+    name: &'static str,
+) -> impl FnOnce(ProgramError) -> LoadError {
+    move |source| LoadError::Program {
+        action,
+        name,
+        source,
+    }
+}
+
+/// Loads program `name` and attaches it to tracepoint `category/tracepoint`;
+/// returns its kernel id.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    tracepoint: &str,
+) -> Result<u32, LoadError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program {
+            action: "finding",
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error("loading", name))?;
+    program.load().map_err(program_error("loading", name))?;
+    program
+        .attach(category, tracepoint)
+        .map_err(program_error("attaching", name))?;
+    Ok(program
+        .info()
+        .map_err(program_error("inspecting", name))?
+        .id())
+}
+
+/// Loads program `name` and attaches it to raw tracepoint `tracepoint`;
+/// returns its kernel id.
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &str,
+) -> Result<u32, LoadError> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program {
+            action: "finding",
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error("loading", name))?;
+    program.load().map_err(program_error("loading", name))?;
+    program
+        .attach(tracepoint)
+        .map_err(program_error("attaching", name))?;
+    Ok(program
+        .info()
+        .map_err(program_error("inspecting", name))?
+        .id())
+}
 
 impl Tracer {
     /// Loads the programs with `config` baked in and attaches them.
@@ -179,7 +248,7 @@ impl Tracer {
             layout::STATE_PROTOCOL,
         ]
         .map(|offset| offset as u32);
-        let layout_usual = u32::from(found == usual && !config.tracefs_offsets_only);
+        let layout_usual = u32::from(found == usual && !config.fallback_paths_only);
         // Without BTF the handshakes are still followed, but a failed one
         // cannot say why; `Tracer::btf_problem` reports that.
         let (sk_err, btf_problem) = match Btf::from_file(std::path::Path::new(btf::VMLINUX))
@@ -212,42 +281,30 @@ impl Tracer {
             .map_err(LoadError::Load)?;
 
         let mut program_ids = Vec::new();
-        for (name, category, tracepoint) in PROGRAMS_AND_TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(LoadError::Program {
-                    action: "finding",
-                    name,
-                    source: ProgramError::NotLoaded,
-                })?
-                .try_into()
-                .map_err(|source| LoadError::Program {
-                    action: "loading",
-                    name,
-                    source,
-                })?;
-            program.load().map_err(|source| LoadError::Program {
-                action: "loading",
-                name,
-                source,
-            })?;
-            program
-                .attach(category, tracepoint)
-                .map_err(|source| LoadError::Program {
-                    action: "attaching",
-                    name,
-                    source,
-                })?;
-            let id = program
-                .info()
-                .map_err(|source| LoadError::Program {
-                    action: "inspecting",
-                    name,
-                    source,
-                })?
-                .id();
-            program_ids.push(id);
+        for (name, category, tracepoint) in SYSCALL_PROGRAMS {
+            program_ids.push(attach_tracepoint(&mut ebpf, name, category, tracepoint)?);
         }
+        // The raw tracepoint spares the kernel building a record on every
+        // TCP state change; the classic one is the fallback.
+        let raw = if config.fallback_paths_only {
+            Err(LoadError::Program {
+                action: "attaching",
+                name: program::SOCK_STATE_RAW,
+                source: ProgramError::NotLoaded,
+            })
+        } else {
+            attach_raw_tracepoint(&mut ebpf, program::SOCK_STATE_RAW, STATE_TRACEPOINT)
+        };
+        let (state_program, handshake_hook) = match raw {
+            Ok(id) => (id, "raw tracepoint inet_sock_set_state"),
+            Err(error) => {
+                tracing::debug!("raw tracepoint unavailable ({error}); using the classic one");
+                let id =
+                    attach_tracepoint(&mut ebpf, program::SOCK_STATE, "sock", STATE_TRACEPOINT)?;
+                (id, "tracepoint sock/inet_sock_set_state")
+            }
+        };
+        program_ids.push(state_program);
 
         let counters = ebpf
             .take_map(map::COUNTERS)
@@ -269,6 +326,7 @@ impl Tracer {
             outcomes,
             program_ids,
             btf_problem,
+            handshake_hook,
         })
     }
 
@@ -289,6 +347,12 @@ impl Tracer {
     /// shows them).
     pub fn program_ids(&self) -> &[u32] {
         &self.program_ids
+    }
+
+    /// Which hook follows TCP handshakes: the raw tracepoint, or the classic
+    /// one where the raw one could not be attached.
+    pub fn handshake_hook(&self) -> &'static str {
+        self.handshake_hook
     }
 
     /// Why failed handshakes will be reported without their error, if the

@@ -52,6 +52,10 @@ fn all_of(traced: &mut Traced, tid: u32) -> Vec<ResolvedAttempt> {
 #[test]
 fn nonblocking_connect_to_a_listener_is_connected_with_a_handshake_time() {
     let mut traced = Traced::start();
+    assert_eq!(
+        traced.tracer.handshake_hook(),
+        "raw tracepoint inet_sock_set_state"
+    );
     let (_listener, port) = listener("127.0.0.1");
     let fd = nonblocking_tcp();
     let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
@@ -324,16 +328,21 @@ fn a_plain_blocking_client_is_reported_once() {
     assert_eq!(all_of(&mut traced, gettid()).len(), 2);
 }
 
-/// The programs read tracepoint fields at tracefs's offsets when the
-/// kernel's layout is not the usual one; force that path and check a full
-/// refused handshake and a unix call still come out right.
+/// On kernels with an unusual tracepoint layout or no raw tracepoints the
+/// programs read fields at tracefs's offsets and follow handshakes on the
+/// classic tracepoint; force those paths and check that a refused handshake
+/// and a unix call still come out right.
 #[test]
-fn fields_read_at_tracefs_offsets_give_the_same_records() {
+fn the_fallback_paths_give_the_same_records() {
     let mut traced = Traced::with_config(connect_trace::probe::TracerConfig {
         pid: Some(std::process::id()),
-        tracefs_offsets_only: true,
+        fallback_paths_only: true,
         ..connect_trace::probe::TracerConfig::default()
     });
+    assert_eq!(
+        traced.tracer.handshake_hook(),
+        "tracepoint sock/inet_sock_set_state"
+    );
     let fd = nonblocking_tcp();
     let port = closed_port("127.0.0.1");
     let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);

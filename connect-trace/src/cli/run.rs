@@ -165,6 +165,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Err(error) = notify("READY=1\nSTATUS=tracing connect()") {
         tracing::warn!("could not notify systemd that we are ready: {error}");
     }
+    tracing::debug!(
+        "following TCP handshakes with the {}",
+        tracer.handshake_hook()
+    );
     if let Some(problem) = tracer.btf_problem() {
         tracing::warn!("{problem}; failed handshakes will be reported without their error");
     }
