@@ -23,7 +23,6 @@
 //! ```
 
 use std::{
-    ffi::CString,
     fmt, fs, io,
     path::{Path, PathBuf},
 };
@@ -701,15 +700,12 @@ fn in_private_mount_namespace<T: Send>(
 }
 
 fn mount_tracefs(target: &Path) -> io::Result<()> {
-    let target = CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-    sys::mount_tracefs(&target)
+    crate::tracefs::mount(target)
 }
 
 /// The raw system calls the checks make, in one place.
 mod sys {
     use std::{
-        ffi::CStr,
         io,
         os::fd::{FromRawFd, OwnedFd},
     };
@@ -788,26 +784,6 @@ mod sys {
                 c"/".as_ptr(),
                 std::ptr::null(),
                 libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        };
-        if ret == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Mounts a tracefs at `target`.
-    pub fn mount_tracefs(target: &CStr) -> io::Result<()> {
-        let fstype = c"tracefs";
-        // SAFETY: all pointers are valid NUL-terminated strings; no data.
-        let ret = unsafe {
-            libc::mount(
-                fstype.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
                 std::ptr::null(),
             )
         };

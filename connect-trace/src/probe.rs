@@ -149,57 +149,77 @@ fn program_error(
     }
 }
 
-/// Loads program `name` and attaches it to tracepoint `category/tracepoint`;
-/// returns its kernel id.
+/// What loading and attaching have in common across program types.
+trait Attachable {
+    fn load_program(&mut self) -> Result<(), ProgramError>;
+    fn id(&self) -> Result<u32, ProgramError>;
+}
+
+impl Attachable for TracePoint {
+    fn load_program(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+    fn id(&self) -> Result<u32, ProgramError> {
+        Ok(self.info()?.id())
+    }
+}
+
+impl Attachable for RawTracePoint {
+    fn load_program(&mut self) -> Result<(), ProgramError> {
+        self.load()
+    }
+    fn id(&self) -> Result<u32, ProgramError> {
+        Ok(self.info()?.id())
+    }
+}
+
+/// Loads program `name` as a `P`, attaches it with `attach`, and returns
+/// its kernel id.
+fn load_and_attach<P: Attachable>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    attach: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+) -> Result<u32, LoadError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program: &mut P = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::Program {
+            action: "finding",
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error("loading", name))?;
+    program
+        .load_program()
+        .map_err(program_error("loading", name))?;
+    attach(program).map_err(program_error("attaching", name))?;
+    program.id().map_err(program_error("inspecting", name))
+}
+
+/// Loads program `name` and attaches it to tracepoint `category/tracepoint`.
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     category: &str,
     tracepoint: &str,
 ) -> Result<u32, LoadError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(LoadError::Program {
-            action: "finding",
-            name,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error("loading", name))?;
-    program.load().map_err(program_error("loading", name))?;
-    program
-        .attach(category, tracepoint)
-        .map_err(program_error("attaching", name))?;
-    Ok(program
-        .info()
-        .map_err(program_error("inspecting", name))?
-        .id())
+    load_and_attach(ebpf, name, |program: &mut TracePoint| {
+        program.attach(category, tracepoint).map(drop)
+    })
 }
 
-/// Loads program `name` and attaches it to raw tracepoint `tracepoint`;
-/// returns its kernel id.
+/// Loads program `name` and attaches it to raw tracepoint `tracepoint`.
 fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
     tracepoint: &str,
 ) -> Result<u32, LoadError> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(LoadError::Program {
-            action: "finding",
-            name,
-            source: ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error("loading", name))?;
-    program.load().map_err(program_error("loading", name))?;
-    program
-        .attach(tracepoint)
-        .map_err(program_error("attaching", name))?;
-    Ok(program
-        .info()
-        .map_err(program_error("inspecting", name))?
-        .id())
+    load_and_attach(ebpf, name, |program: &mut RawTracePoint| {
+        program.attach(tracepoint).map(drop)
+    })
 }
 
 impl Tracer {

@@ -113,7 +113,8 @@ impl Tracefs {
     }
 }
 
-fn mount(target: &Path) -> io::Result<()> {
+/// Mounts a tracefs at `target`.
+pub fn mount(target: &Path) -> io::Result<()> {
     let target = CString::new(target.as_os_str().as_encoded_bytes())
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let fstype = c"tracefs";

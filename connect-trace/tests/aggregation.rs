@@ -15,7 +15,7 @@ mod common;
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -23,8 +23,8 @@ use std::{
 };
 
 use common::{
-    DROPPED_PORT, RawAddr, closed_port, connect_raw, in_dropping_netns, listener, require_root,
-    socket,
+    DROPPED_PORT, RawAddr, closed_port, connect_raw, free_port, in_dropping_netns, listener,
+    require_root, socket,
 };
 use serde_json::Value;
 
@@ -102,14 +102,6 @@ impl Drop for Run {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts the child, the daemon filtered to it, lets the child run its mix

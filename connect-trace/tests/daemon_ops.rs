@@ -13,7 +13,7 @@ mod common;
 use std::{
     collections::HashSet,
     io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpStream},
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -21,7 +21,7 @@ use std::{
 
 use common::{
     daemon::{BINARY, Daemon, TIMEOUT, own_pid, refused_connect},
-    gettid,
+    free_port, gettid,
 };
 use serde_json::Value;
 
@@ -123,14 +123,6 @@ fn sighup_reopens_the_output_without_losing_or_duplicating_a_record() {
         .collect();
     assert_eq!(before.len() + after.len(), CALLS, "every record once");
     assert_eq!(stamps.len(), CALLS, "no record twice");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn scrape(port: u16, series: &str) -> f64 {

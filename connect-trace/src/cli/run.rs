@@ -374,19 +374,9 @@ impl Daemon {
     /// kernel's counters.
     fn housekeeping(&mut self, tracer: &Tracer) -> Result<()> {
         let now = WallClock::monotonic_now_ns();
-        let Self {
-            resolver,
-            sink,
-            aggregator,
-            metrics,
-            ..
-        } = self;
-        resolver
-            .expire(now, &mut |resolved| {
-                consume(resolved, now / 1_000_000_000, sink, aggregator, metrics)
-            })
-            .context("writing records")?;
-        self.sink.flush(&self.metrics).context("writing records")?;
+        self.resolve_with(now / 1_000_000_000, |resolver, mut emit| {
+            resolver.expire(now, &mut emit)
+        })?;
         let counters = tracer.counters().context("reading kernel counters")?;
         let outcomes = tracer.outcome_counts().context("reading kernel counters")?;
         self.metrics
@@ -397,6 +387,19 @@ impl Daemon {
     /// Reports every attempt still waiting as in progress.
     fn finish(&mut self) -> Result<()> {
         let now_secs = WallClock::monotonic_now_ns() / 1_000_000_000;
+        self.resolve_with(now_secs, |resolver, mut emit| resolver.finish(&mut emit))
+    }
+
+    /// Runs `step` on the resolver, takes every attempt it resolves through
+    /// aggregation, metrics and output, and flushes.
+    fn resolve_with(
+        &mut self,
+        now_secs: u64,
+        step: impl FnOnce(
+            &mut Resolver,
+            &mut dyn FnMut(&ResolvedAttempt) -> io::Result<()>,
+        ) -> io::Result<()>,
+    ) -> Result<()> {
         let Self {
             resolver,
             sink,
@@ -404,9 +407,10 @@ impl Daemon {
             metrics,
             ..
         } = self;
-        resolver
-            .finish(&mut |resolved| consume(resolved, now_secs, sink, aggregator, metrics))
-            .context("writing records")?;
+        step(resolver, &mut |resolved| {
+            consume(resolved, now_secs, sink, aggregator, metrics)
+        })
+        .context("writing records")?;
         self.sink.flush(&self.metrics).context("writing records")
     }
 

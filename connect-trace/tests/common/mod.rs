@@ -304,6 +304,12 @@ pub fn listener(ip: &str) -> (TcpListener, u16) {
     (listener, port)
 }
 
+/// A free loopback TCP port for a server of the test's (bound, then
+/// released).
+pub fn free_port() -> u16 {
+    listener("127.0.0.1").1
+}
+
 /// A loopback port with nothing listening (bound, then released).
 pub fn closed_port(ip: &str) -> u16 {
     listener(ip).1
