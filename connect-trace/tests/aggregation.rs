@@ -477,3 +477,80 @@ fn query_value(body: &str) -> Option<f64> {
         .parse()
         .ok()
 }
+
+/// The daemon's resident memory once it has taken in every record so far.
+fn settled_rss_kib(daemon_pid: u32, port: u16, delivered_at_least: f64) -> u64 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        if sample(&samples(&body), "connect_trace_records_delivered_total") >= delivered_at_least {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon fell behind");
+        // Records are drained every 10 ms; nothing cheaper to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 100,000 failing connects to 100,000 distinct destinations (every
+/// 127.a.b.c is loopback): the per-destination tables stay bounded, so the
+/// daemon's memory after 100,000 is what it was after 10,000.
+#[test]
+fn memory_stays_flat_with_100000_distinct_destinations() {
+    use common::daemon::Daemon;
+    let dir = std::env::temp_dir().join(format!("connect-trace-flat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("summaries.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let port = free_port();
+    let daemon = Daemon::start(&[
+        "--pid",
+        &std::process::id().to_string(),
+        "--summary-only",
+        "--interval",
+        "1",
+        "--metrics",
+        &port.to_string(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    let closed = closed_port("127.0.0.1");
+    let refused_to = |index: u32| {
+        let ip = Ipv4Addr::from(0x7f00_0000 | (index + 2));
+        let (_fd, errno) = common::tcp_connect(&RawAddr::inet(ip, closed), libc::AF_INET);
+        assert_eq!(errno, libc::ECONNREFUSED, "{ip}");
+    };
+    for index in 0..10_000 {
+        refused_to(index);
+    }
+    let pid = daemon.child.id();
+    let early = settled_rss_kib(pid, port, 10_000.0);
+    for index in 10_000..100_000 {
+        refused_to(index);
+    }
+    let late = settled_rss_kib(pid, port, 100_000.0);
+    eprintln!("daemon RSS: {early} KiB after 10,000 destinations, {late} KiB after 100,000");
+    let (status, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains(" 0 lost"), "{stderr}");
+    assert!(
+        late <= early + 2 * 1024,
+        "RSS grew from {early} KiB to {late} KiB over 90,000 new destinations"
+    );
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(last["other"]["destinations"]["keys_kept"].as_u64().unwrap() <= 256);
+    assert!(last["total"]["failures"].as_u64().unwrap() >= 100_000);
+}
