@@ -269,6 +269,7 @@ fn summary_and_metrics_count_a_known_mix_exactly() {
         (200, "ok\n".to_owned())
     );
     dashboard_names_only_exported_metrics(run.metrics_port);
+    every_exported_metric_is_documented(run.metrics_port);
 
     // SIGTERM writes a final summary; its totals cover the whole mix.
     let pid = libc::pid_t::try_from(run.daemon.id()).unwrap();
@@ -360,6 +361,23 @@ fn dashboard_names_only_exported_metrics(port: u16) {
         // Summaries come once a second (--interval 1); nothing to wait on.
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Every metric family in the exposition has a row in docs/metrics.md.
+fn every_exported_metric_is_documented(port: u16) {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    let (_, exposition) = http_get(port, "/metrics");
+    let undocumented: Vec<&str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .filter(|name| !docs.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/metrics.md: {undocumented:?}"
+    );
 }
 
 /// A real Prometheus server on loopback scrapes the daemon; the failure
