@@ -237,7 +237,7 @@ static ENTRIES: [Entry; 28] = [
         class: Class::Unreachable,
         linux: Reach::Yes,
         documented_in: &[Posix, Bsd],
-        meaning: "The destination host cannot be reached: the route says so, the local link could not resolve its address, or a router reported it.",
+        meaning: "No path leads to that host: a route marks it unreachable, the local link got no answer for its hardware address, or a router sent back an ICMP error.",
         check: "`ip route get DEST` for an `unreachable` route, `ip neigh` for FAILED neighbours, and reject rules that answer with ICMP host or admin-prohibited.",
         linux_note: Some(
             "Neither Linux page lists it, yet Linux returns it routinely: for `unreachable` routes, when ARP or neighbour discovery fails, and for ICMP host/prohibited answers.",
@@ -490,7 +490,7 @@ static ENTRIES: [Entry; 28] = [
         meaning: "The address family in the sockaddr does not match what the socket can talk to, such as an IPv6 address on an IPv4 socket.",
         check: "How the program builds addresses: the family given to socket() against the sa_family it passes, typically an IPv4/IPv6 mix-up after name resolution.",
         linux_note: Some(
-            "Linux does not reject AF_UNSPEC: it dissolves the socket's association instead (a datagram socket forgets its peer, a TCP socket disconnects). BSD dissolves a datagram association by connecting to an invalid address such as a null one.",
+            "Linux does not reject AF_UNSPEC: it dissolves the socket's association instead (a datagram socket forgets its peer, a TCP socket disconnects). On BSD a datagram socket drops its peer when connect() is handed an address that cannot be valid, for instance an all-zero one.",
         ),
     },
     Entry {
