@@ -28,6 +28,11 @@ const EINPROGRESS: i32 = libc::EINPROGRESS;
 /// follows within microseconds unless its record was lost.
 const EARLY_OUTCOME_TTL: Duration = Duration::from_secs(2);
 
+/// How long after a handshake ended a second connect() on the same socket,
+/// to the same place, is taken as the program checking the result (the
+/// classic way in C: call connect() again once the socket is writable).
+const STATUS_CHECK_TTL: Duration = Duration::from_secs(10);
+
 /// Default for how long an attempt may stay unresolved: longer than
 /// Linux's default SYN retry schedule (`tcp_syn_retries=6`, about 127 s).
 pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(150);
@@ -164,6 +169,9 @@ pub struct Resolver {
     /// same socket (a status check) as a repeat.
     pending_fds: FxHashMap<(u32, i32), u64>,
     early: FxHashMap<u64, (HandshakeOutcome, u64)>,
+    /// Attempts that went on past their call and have ended, by (pid, fd):
+    /// the destination's hash, the outcome, and when it ended.
+    ended: FxHashMap<(u32, i32), (u64, Outcome, u64)>,
     stats: ResolverStats,
 }
 
@@ -175,6 +183,7 @@ impl Resolver {
             pending: FxHashMap::default(),
             pending_fds: FxHashMap::default(),
             early: FxHashMap::default(),
+            ended: FxHashMap::default(),
             stats: ResolverStats::default(),
         }
     }
@@ -208,11 +217,11 @@ impl Resolver {
     ) -> Result<(), E> {
         let errno = attempt.errno();
         let sock = attempt.handshake_sock();
+        let key = (attempt.pid(), attempt.fd());
         let repeat = matches!(errno, EALREADY | EISCONN)
             || (sock.is_none()
-                && self
-                    .pending_fds
-                    .contains_key(&(attempt.pid(), attempt.fd())));
+                && (self.pending_fds.contains_key(&key)
+                    || self.checks_ended_attempt(attempt, errno, now_ns)));
         let known = attempt.handshake_outcome().or_else(|| {
             sock.and_then(|sock| self.early.remove(&sock))
                 .map(|(outcome, _)| outcome)
@@ -226,6 +235,9 @@ impl Resolver {
                 }
                 end => Outcome::of_handshake(end),
             };
+            if continues(errno) {
+                self.remember_ended(attempt, resolved, now_ns);
+            }
             return self.emit(attempt, resolved, Some(outcome.handshake_ns), repeat, emit);
         }
         if let Some(sock) = sock
@@ -264,6 +276,7 @@ impl Resolver {
     ) -> Result<(), E> {
         if let Some(pending) = self.take_pending(outcome.sock) {
             let resolved = Outcome::of_handshake(outcome.end);
+            self.remember_ended(&pending.attempt, resolved, now_ns);
             return self.emit(
                 &pending.attempt,
                 resolved,
@@ -299,6 +312,9 @@ impl Resolver {
                 self.emit(&pending.attempt, Outcome::InProgress, None, false, emit)?;
             }
         }
+        let check_ttl = duration_ns(STATUS_CHECK_TTL);
+        self.ended
+            .retain(|_, (_, _, ended_ns)| now_ns.saturating_sub(*ended_ns) < check_ttl);
         let ttl = duration_ns(EARLY_OUTCOME_TTL);
         let before = self.early.len();
         self.early
@@ -319,6 +335,34 @@ impl Resolver {
             self.emit(&pending.attempt, Outcome::InProgress, None, false, emit)?;
         }
         Ok(())
+    }
+
+    /// Notes that an attempt that went on past its call has ended, so that
+    /// the program's own check of the result is not counted again.
+    fn remember_ended(&mut self, attempt: &ConnectAttempt, outcome: Outcome, now_ns: u64) {
+        if self.ended.len() >= self.config.max_pending {
+            return;
+        }
+        let key = (attempt.pid(), attempt.fd());
+        self.ended
+            .insert(key, (destination_hash(attempt), outcome, now_ns));
+    }
+
+    /// A call without a SYN, on a socket whose attempt ended lately, to the
+    /// same destination, returning what that attempt ended with: the
+    /// program checking the result, not a new attempt.
+    fn checks_ended_attempt(&self, attempt: &ConnectAttempt, errno: i32, now_ns: u64) -> bool {
+        let Some((destination, outcome, ended_ns)) = self.ended.get(&(attempt.pid(), attempt.fd()))
+        else {
+            return false;
+        };
+        now_ns.saturating_sub(*ended_ns) < duration_ns(STATUS_CHECK_TTL)
+            && *destination == destination_hash(attempt)
+            && match outcome {
+                Outcome::Connected => errno == 0,
+                Outcome::Failed(Some(final_errno)) => errno == *final_errno,
+                Outcome::Failed(None) | Outcome::Canceled | Outcome::InProgress => false,
+            }
     }
 
     fn take_pending(&mut self, sock: u64) -> Option<Pending> {
@@ -348,6 +392,11 @@ impl Resolver {
             repeat,
         })
     }
+}
+
+fn destination_hash(attempt: &ConnectAttempt) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one(attempt.destination())
 }
 
 /// The call returned while its handshake goes on (restart codes already
@@ -532,6 +581,57 @@ mod tests {
         let out = feed(&mut resolver, &[call(EISCONN, 0, 9)], 0);
         assert!(out[0].repeat);
         assert_eq!(out[0].outcome, Outcome::Connected);
+    }
+
+    /// A call like `call` but to another port.
+    fn elsewhere(record: Record) -> Record {
+        let Record::Connect(attempt) = record else {
+            return record;
+        };
+        let mut raw: ConnectRecord = sample_record();
+        raw.ret = attempt.ret();
+        raw.fd = attempt.fd();
+        raw.addr[2..4].copy_from_slice(&4242u16.to_be_bytes());
+        Record::Connect(ConnectAttempt::from_record(raw))
+    }
+
+    #[test]
+    fn checking_an_ended_attempt_with_connect_is_a_repeat() {
+        let mut resolver = Resolver::new(ResolverConfig::default());
+        feed(&mut resolver, &[call(EINPROGRESS, SOCK, 5)], 0);
+        feed(&mut resolver, &[outcome(HandshakeEnd::Established)], 1);
+        let out = feed(&mut resolver, &[call(0, 0, 5)], 2);
+        assert!(
+            out[0].repeat,
+            "connect() again returning 0 checks the result"
+        );
+        assert_eq!(out[0].outcome, Outcome::Connected);
+        // Another destination on the same descriptor is a new attempt.
+        let out = feed(&mut resolver, &[elsewhere(call(0, 0, 5))], 3);
+        assert!(!out[0].repeat);
+        // So is anything after the window.
+        expire(&mut resolver, 20 * SECOND);
+        let out = feed(&mut resolver, &[call(0, 0, 5)], 20 * SECOND);
+        assert!(!out[0].repeat);
+    }
+
+    #[test]
+    fn checking_a_failed_attempt_repeats_its_error() {
+        let mut resolver = Resolver::new(ResolverConfig::default());
+        let refused = libc::ECONNREFUSED;
+        let out = feed(
+            &mut resolver,
+            &[call_with_outcome(EINPROGRESS, tcp_state::CLOSE, refused)],
+            0,
+        );
+        assert!(!out[0].repeat);
+        let out = feed(&mut resolver, &[call(refused, 0, 3)], 1);
+        assert!(out[0].repeat);
+        let out = feed(&mut resolver, &[call(libc::ETIMEDOUT, 0, 3)], 2);
+        assert!(
+            !out[0].repeat,
+            "a different error is not a check of this one"
+        );
     }
 
     #[test]

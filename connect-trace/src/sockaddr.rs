@@ -26,7 +26,7 @@ const SOCKADDR_IN6_MIN_LEN: usize = 24;
 const SOCKADDR_IN6_LEN: usize = 28;
 
 /// The address family of a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// `AF_UNSPEC`: on a connected socket this dissolves the association.
     Unspec,
@@ -65,7 +65,7 @@ impl Family {
 }
 
 /// Where a connect() was headed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Address<'a> {
     /// No address: `AF_UNSPEC`, an unknown family, or too few bytes.
     None,
@@ -81,7 +81,7 @@ pub enum Address<'a> {
 }
 
 /// Why the address is incomplete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AddrProblem {
     /// The address pointer could not be read (the call fails with EFAULT).
     Unreadable,
@@ -103,7 +103,7 @@ impl AddrProblem {
 }
 
 /// A decoded socket address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SockAddr<'a> {
     /// The family, or `None` when not even `sa_family` could be read.
     pub family: Option<Family>,

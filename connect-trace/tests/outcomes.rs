@@ -186,6 +186,53 @@ fn connecting_a_connected_socket_again_is_a_repeat() {
     assert_eq!(resolved[1].attempt.errno(), libc::EISCONN);
 }
 
+/// Waits until `fd` is writable (its non-blocking connect has ended).
+fn wait_writable(fd: &OwnedFd) {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; bounded wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 5_000) };
+    assert_eq!(ready, 1, "the connect never ended");
+}
+
+/// The C way to learn a non-blocking connect's result: call connect()
+/// again once the socket is writable. That call is the same attempt.
+#[test]
+fn connect_again_to_check_the_result_is_a_repeat() {
+    let mut traced = Traced::start();
+    let (_listener, open) = listener("127.0.0.1");
+    let closed = closed_port("127.0.0.1");
+    for (port, second) in [(open, 0), (closed, libc::ECONNREFUSED)] {
+        let fd = nonblocking_tcp();
+        let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
+        let first = connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len);
+        if first != libc::EINPROGRESS {
+            // Refused at once: nothing to check later.
+            assert_eq!(first, second);
+            continue;
+        }
+        wait_writable(&fd);
+        assert_eq!(connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len), second);
+    }
+    let resolved = all_of(&mut traced, gettid());
+    let attempts: Vec<_> = resolved.iter().filter(|r| !r.repeat).collect();
+    assert_eq!(attempts.len(), 2, "{resolved:?}");
+    assert_eq!(attempts[0].outcome, Outcome::Connected);
+    assert_eq!(
+        attempts[1].outcome,
+        Outcome::Failed(Some(libc::ECONNREFUSED))
+    );
+    assert!(
+        resolved
+            .iter()
+            .filter(|r| r.repeat)
+            .all(|r| r.attempt.errno() == 0 || r.attempt.errno() == libc::ECONNREFUSED)
+    );
+}
+
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
 /// Installs a SIGUSR1 handler without SA_RESTART, so a blocking call that
