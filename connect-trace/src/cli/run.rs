@@ -207,7 +207,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let counters = tracer.counters().context("reading kernel counters")?;
                 report_new_losses(&reported, &counters);
                 reported = counters;
-                daemon.housekeeping(&tracer)?;
+                daemon.housekeeping(&tracer, &counters)?;
             }
             _ = summary_tick.tick(), if summaries => daemon.summarize(&tracer)?,
             ready = daemon.reader.wait() => {
@@ -372,15 +372,14 @@ impl Daemon {
 
     /// Times out unresolved attempts and refreshes the metrics from the
     /// kernel's counters.
-    fn housekeeping(&mut self, tracer: &Tracer) -> Result<()> {
+    fn housekeeping(&mut self, tracer: &Tracer, counters: &KernelCounters) -> Result<()> {
         let now = WallClock::monotonic_now_ns();
         self.resolve_with(now / 1_000_000_000, |resolver, mut emit| {
             resolver.expire(now, &mut emit)
         })?;
-        let counters = tracer.counters().context("reading kernel counters")?;
         let outcomes = tracer.outcome_counts().context("reading kernel counters")?;
         self.metrics
-            .update(&counters, &outcomes, self.resolver.stats());
+            .update(counters, &outcomes, self.resolver.stats());
         Ok(())
     }
 
