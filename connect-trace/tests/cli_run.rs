@@ -207,26 +207,14 @@ fn a_closed_stdout_ends_the_daemon_quietly() {
 #[test]
 fn mounts_tracefs_when_it_is_missing() {
     // In a private mount namespace with tracefs unmounted, the daemon has to
-    // mount it itself to find the tracepoints. (The daemon's arguments come
-    // after the script, where `sh -c` ignores them.)
+    // mount it itself to find the tracepoints.
     let script = format!(
         "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
          if grep -q ' tracefs ' /proc/self/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
          exec {BINARY} run --pid {}",
         std::process::id()
     );
-    let daemon = Daemon::start_with(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ],
-        &[],
-    );
+    let daemon = Daemon::start_in_private_mounts(&script);
     refused_connect();
     let record = daemon.record_of(gettid());
     assert_eq!(record["errno_name"], "ECONNREFUSED");

@@ -161,18 +161,7 @@ fn a_full_disk_is_survived_and_every_record_accounted_for() {
         dir = dir.display(),
         pid = std::process::id(),
     );
-    let daemon = Daemon::start_with(
-        &[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ],
-        &[],
-    );
+    let daemon = Daemon::start_in_private_mounts(&script);
     let deadline = Instant::now() + TIMEOUT;
     let mut calls = 0;
     while scrape(port, "connect_trace_records_unwritten_total") == 0.0 {

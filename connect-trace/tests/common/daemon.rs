@@ -77,6 +77,25 @@ impl Daemon {
         }
     }
 
+    /// Starts a shell `script` in a private mount namespace; the script sets
+    /// up mounts and ends with `exec {BINARY} run ...`. (The binary and `run`
+    /// that `start_with` appends become `sh -c`'s `$0` and `$1`, unused.)
+    pub fn start_in_private_mounts(script: &str) -> Self {
+        Self::start_with(
+            &[
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            &[],
+        )
+    }
+
+    /// Starts `connect-trace run ARGS` and waits until it is attached.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with(&[], args)
     }
