@@ -5,10 +5,7 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// The nightly that builds the eBPF crate. Its LLVM must match bpf-linker's
-/// (LLVM 22); `cargo xtask setup` installs both. Keep in step with
-/// `xtask/src/toolchain.rs`.
-const EBPF_TOOLCHAIN: &str = "nightly-2026-06-20";
+include!("../connect-trace-ebpf/toolchain.rs");
 
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
@@ -24,6 +21,12 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    // aya-build passes the nested cargo's progress lines ("Compiling ...")
+    // on as build warnings, which fill a first build's screen with what
+    // looks like trouble. Quiet cargo keeps only real diagnostics.
+    // SAFETY: the build script is single-threaded here; nothing else reads
+    // the environment concurrently.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: package.name.as_str(),

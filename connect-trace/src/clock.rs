@@ -1,4 +1,5 @@
-//! Turning the kernel's CLOCK_MONOTONIC timestamps into wall-clock time.
+//! Turning the kernel's CLOCK_MONOTONIC timestamps into wall-clock time,
+//! and writing times as RFC 3339.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +43,15 @@ impl Default for WallClock {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Serializes a timestamp as RFC 3339 UTC with nanoseconds, written straight
+/// into the output without an intermediate `String`.
+pub(crate) fn rfc3339<S: serde::Serializer>(
+    time: &SystemTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_nanos(*time))
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {

@@ -30,30 +30,16 @@ use std::{
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{
+use aya::{maps::MapType, sys::is_map_supported};
+use caps::{Capability, CapsHashSet};
+
+use crate::kernel::{
+    Tracer, TracerConfig,
     btf::{self, Btf},
-    probe::{DEFAULT_RING_BUFFER_BYTES, Tracer, TracerConfig},
-    tracefs::{self, Tracefs, TracefsError},
+    privileges,
+    requirements::{self, MAP_TYPES, TRACEPOINTS},
+    tracefs::{self, DEBUGFS_MOUNT, Tracefs, TracefsError},
 };
-
-/// Where tracefs shows up when only debugfs exposes it; `run` looks here
-/// after [`tracefs::DEFAULT_MOUNT`].
-const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
-
-/// The tracepoints `run` attaches to, and the fields of each that it reads.
-pub const TRACEPOINTS: [(&str, &str, &[&str]); 3] = [
-    (
-        "syscalls",
-        "sys_enter_connect",
-        &["fd", "uservaddr", "addrlen"],
-    ),
-    ("syscalls", "sys_exit_connect", &["ret"]),
-    (
-        "sock",
-        "inet_sock_set_state",
-        &["skaddr", "oldstate", "newstate", "protocol"],
-    ),
-];
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,21 +174,19 @@ pub enum DoctorError {
 /// Runs every check.
 pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let effective = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| parse_effective(&status));
+    let effective = caps::read(None, caps::CapSet::Effective).ok();
 
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    let privileges = check_privileges(euid, effective);
+    let privileges = check_privileges(euid, effective.as_ref());
     let bpf = check_bpf_syscall();
-    let ring_buffer = if bpf.is_ok() {
-        check_ring_buffer()
+    let map_types = if bpf.is_ok() {
+        check_map_types()
     } else {
-        Check::skip(RING_BUFFER, "not tried: bpf() does not work")
+        Check::skip(MAP_TYPE_CHECK, "not tried: bpf() does not work")
     };
-    let prerequisites_ok = privileges.is_ok() && bpf.is_ok() && ring_buffer.is_ok();
-    let mut checks = vec![privileges, bpf, ring_buffer];
+    let prerequisites_ok = privileges.is_ok() && bpf.is_ok() && map_types.is_ok();
+    let mut checks = vec![privileges, bpf, map_types];
 
     match &options.tracefs {
         Some(root) => {
@@ -234,81 +218,60 @@ pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
 
 const PRIVILEGES: &str = "privileges";
 const BPF_SYSCALL: &str = "bpf-syscall";
-const RING_BUFFER: &str = "ring-buffer";
+const MAP_TYPE_CHECK: &str = "map-types";
 const TRACEFS: &str = "tracefs";
 const KERNEL_BTF: &str = "kernel-btf";
 const CGROUP_V2: &str = "cgroup-v2";
 const ATTACH: &str = "attach";
 
-// Capability bits, as in linux/capability.h.
-const CAP_DAC_OVERRIDE: u32 = 1;
-const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-fn parse_effective(status: &str) -> Option<u64> {
-    let hex = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
-
-/// Root, or CAP_BPF and CAP_PERFMON; CAP_SYS_ADMIN covers both (and is what
-/// mounting tracefs takes). A process that is not root also needs to get
-/// past tracefs's mode 0700 to read the formats.
-fn check_privileges(euid: u32, effective: Option<u64>) -> Check {
+/// The capability rule is [`privileges::missing_from`], the loader's own;
+/// this adds what the capabilities held allow beyond it.
+fn check_privileges(euid: u32, effective: Option<&CapsHashSet>) -> Check {
     let Some(effective) = effective else {
         return Check::missing(
             PRIVILEGES,
-            "cannot read this process's capabilities from /proc/self/status",
+            "cannot read this process's capabilities",
             "run on Linux with /proc mounted",
         );
     };
-    let has = |bit: u32| effective & (1 << bit) != 0;
+    let has = |cap: Capability| effective.contains(&cap);
     let who = if euid == 0 {
         "root".to_owned()
     } else {
         format!("uid {euid}")
     };
-    let held: Vec<&str> = [
-        (CAP_BPF, "CAP_BPF"),
-        (CAP_PERFMON, "CAP_PERFMON"),
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-    ]
-    .into_iter()
-    .filter_map(|(bit, name)| has(bit).then_some(name))
-    .collect();
-    let may_trace = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
-    if !may_trace {
-        let lacking: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-            .into_iter()
-            .filter_map(|(bit, name)| (!has(bit)).then_some(name))
-            .collect();
+    let missing = privileges::missing_from(effective, euid == 0);
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         return Check::missing(
             PRIVILEGES,
-            format!(
-                "{who} lacks {} (effective capabilities {effective:#x})",
-                join_words(&lacking)
-            ),
+            format!("{who} lacks {}", join_words(&names)),
             "run as root, or grant CAP_BPF and CAP_PERFMON (AmbientCapabilities= in a systemd \
-             unit), plus CAP_SYS_ADMIN if tracefs is not mounted",
+             unit), plus CAP_DAC_READ_SEARCH when not uid 0 (tracefs is readable by root only) \
+             and CAP_SYS_ADMIN if tracefs is not mounted",
         );
     }
-    let mount = if has(CAP_SYS_ADMIN) {
+    let held: Vec<String> = [
+        Capability::CAP_BPF,
+        Capability::CAP_PERFMON,
+        Capability::CAP_SYS_ADMIN,
+        Capability::CAP_DAC_READ_SEARCH,
+    ]
+    .into_iter()
+    .filter(|cap| has(*cap))
+    .map(|cap| cap.to_string())
+    .collect();
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let mount = if has(Capability::CAP_SYS_ADMIN) {
         "and to mount tracefs"
     } else {
         "but not to mount tracefs, which must already be mounted"
     };
-    let dac = if euid != 0 && !has(CAP_DAC_OVERRIDE) && !has(CAP_DAC_READ_SEARCH) {
-        "; not root, so reading tracefs (mode 0700) also needs CAP_DAC_READ_SEARCH"
-    } else {
-        ""
-    };
     Check::ok(
         PRIVILEGES,
         format!(
-            "{who} with {}: enough to load and attach, {mount}{dac}",
+            "{who} with {}: enough to load and attach, {mount}",
             join_words(&held)
         ),
     )
@@ -324,65 +287,61 @@ fn join_words(words: &[&str]) -> String {
 }
 
 fn check_bpf_syscall() -> Check {
-    match sys::create_map(sys::BPF_MAP_TYPE_ARRAY, 4, 4, 1) {
-        Ok(map) => {
-            drop(map);
-            Check::ok(BPF_SYSCALL, "created and closed a BPF array map")
-        }
+    // aya raises RLIMIT_MEMLOCK itself and retries where the kernel still
+    // charges maps to it (before 5.11), as the loader does.
+    match is_map_supported(MapType::Array) {
+        Ok(true) => Check::ok(BPF_SYSCALL, "created and closed a BPF array map"),
+        Ok(false) => Check::missing(
+            BPF_SYSCALL,
+            "the kernel refused a minimal BPF array map",
+            "use a kernel built with CONFIG_BPF_SYSCALL=y",
+        ),
         Err(error) => {
-            let remedy = match error.raw_os_error() {
+            let remedy = match error.io_error.raw_os_error() {
                 Some(libc::ENOSYS) => {
                     "use a kernel built with CONFIG_BPF_SYSCALL=y, or allow bpf() in the \
                      seccomp policy (container runtime, SystemCallFilter=)"
                 }
                 Some(libc::EPERM | libc::EACCES) => {
                     "run as root or with CAP_BPF; allow bpf() in any seccomp policy; on kernels \
-                     before 5.11 also raise RLIMIT_MEMLOCK (LimitMEMLOCK=infinity)"
+                     before 5.11 also allow raising RLIMIT_MEMLOCK (LimitMEMLOCK=infinity)"
                 }
                 _ => "see the error; the kernel refused a minimal BPF map",
             };
             Check::missing(
                 BPF_SYSCALL,
-                format!("bpf(BPF_MAP_CREATE) failed: {error}"),
+                format!("bpf(BPF_MAP_CREATE) failed: {}", error.io_error),
                 remedy,
             )
         }
     }
 }
 
-/// Creates a ring buffer of the size `run` uses by default, so that memory
-/// limits show up here rather than at start-up.
-fn check_ring_buffer() -> Check {
-    let bytes = DEFAULT_RING_BUFFER_BYTES;
-    match sys::create_map(sys::BPF_MAP_TYPE_RINGBUF, 0, 0, bytes) {
-        Ok(map) => {
-            drop(map);
-            Check::ok(
-                RING_BUFFER,
-                format!(
-                    "created and closed a {} MiB BPF ring buffer (the default size)",
-                    bytes / (1024 * 1024)
-                ),
-            )
+/// Every map type the programs use ([`MAP_TYPES`]).
+fn check_map_types() -> Check {
+    let mut found = Vec::new();
+    let mut absent = Vec::new();
+    for (map_type, holds) in MAP_TYPES {
+        match is_map_supported(map_type) {
+            Ok(true) => found.push(format!("{map_type:?}")),
+            Ok(false) => absent.push(format!("{map_type:?} ({holds})")),
+            Err(error) => absent.push(format!("{map_type:?} ({holds}): {}", error.io_error)),
         }
-        Err(error) => {
-            let (detail, remedy) = match error.raw_os_error() {
-                Some(libc::EINVAL) => (
-                    "the kernel does not know BPF ring buffers (BPF_MAP_TYPE_RINGBUF)".to_owned(),
-                    "use Linux 5.8 or newer",
-                ),
-                Some(libc::ENOMEM | libc::EPERM) => (
-                    format!("creating a {bytes}-byte ring buffer failed: {error}"),
-                    "free memory, or raise RLIMIT_MEMLOCK on kernels before 5.11 \
-                     (LimitMEMLOCK=infinity); `run --ring-buffer-size` can ask for less",
-                ),
-                _ => (
-                    format!("creating a ring buffer failed: {error}"),
-                    "see the error; the kernel refused a BPF ring buffer",
-                ),
-            };
-            Check::missing(RING_BUFFER, detail, remedy)
-        }
+    }
+    if absent.is_empty() {
+        Check::ok(
+            MAP_TYPE_CHECK,
+            format!(
+                "the kernel creates {} maps",
+                join_words(&found.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        )
+    } else {
+        Check::missing(
+            MAP_TYPE_CHECK,
+            format!("the kernel refuses {}", absent.join(", ")),
+            "use Linux 5.8 or newer (BPF ring buffers)",
+        )
     }
 }
 
@@ -407,7 +366,7 @@ fn check_given_tracefs(root: &Path) -> Check {
 /// namespace, and the tracepoints are read there.
 fn system_tracefs_checks(mounts: &str, may_attach: bool) -> Result<Vec<Check>, DoctorError> {
     let tracefs_mounts = mount_points(mounts, "tracefs");
-    let mounted = [tracefs::DEFAULT_MOUNT, DEBUGFS_TRACING]
+    let mounted = [tracefs::DEFAULT_MOUNT, DEBUGFS_MOUNT]
         .into_iter()
         .find(|path| {
             tracefs_mounts.iter().any(|mount| mount == Path::new(path))
@@ -450,7 +409,7 @@ fn system_tracefs_checks(mounts: &str, may_attach: bool) -> Result<Vec<Check>, D
             let mut checks = vec![Check::missing(
                 TRACEFS,
                 format!(
-                    "not mounted at {} or {DEBUGFS_TRACING}{elsewhere}, and mounting it failed: \
+                    "not mounted at {} or {DEBUGFS_MOUNT}{elsewhere}, and mounting it failed: \
                      {error}",
                     tracefs::DEFAULT_MOUNT
                 ),
@@ -489,12 +448,16 @@ fn tracepoint_and_attach_checks(root: &Path, may_attach: bool) -> Vec<Check> {
 fn tracepoint_checks(root: Option<&Path>) -> Vec<Check> {
     TRACEPOINTS
         .iter()
-        .map(|(category, name, fields)| {
-            let check_name = format!("tracepoint {category}/{name}");
+        .map(|tracepoint| {
+            let check_name = format!("tracepoint {}/{}", tracepoint.category, tracepoint.name);
             match root {
-                Some(root) => {
-                    check_tracepoint(&Tracefs::at(root), check_name, category, name, fields)
-                }
+                Some(root) => check_tracepoint(
+                    &Tracefs::at(root),
+                    check_name,
+                    tracepoint.category,
+                    tracepoint.name,
+                    tracepoint.fields,
+                ),
                 None => Check::skip(check_name, "not checked: no tracefs to read it from"),
             }
         })
@@ -594,18 +557,37 @@ fn check_attach() -> Check {
     }
 }
 
+/// Every struct member of [`requirements::BTF_MEMBERS`], as the loader
+/// reads them; none is required, so a missing one is a warning saying what
+/// it costs.
 fn check_btf(path: &Path) -> Check {
-    match Btf::from_file(path).and_then(|btf| btf.member_offset("sock", "sk_err")) {
-        Ok(offset) => Check::ok(
+    let btf = Btf::from_file(path);
+    let (offsets, problems) = requirements::kernel_offsets(btf.as_ref());
+    if problems.is_empty() {
+        return Check::ok(
             KERNEL_BTF,
-            format!("struct sock.sk_err at byte {offset} ({})", path.display()),
-        ),
-        Err(error) => Check::warn(
-            KERNEL_BTF,
-            format!("{error}: failed handshakes will be reported with a null error"),
-            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
-        ),
+            format!(
+                "{} struct members located ({}; struct sock.sk_err at byte {})",
+                requirements::BTF_MEMBERS.len(),
+                path.display(),
+                offsets.sock_sk_err
+            ),
+        );
     }
+    let lost: Vec<String> = problems
+        .iter()
+        .map(|(member, problem)| {
+            format!(
+                "{}.{}: {problem} ({})",
+                member.type_name, member.member, member.without
+            )
+        })
+        .collect();
+    Check::warn(
+        KERNEL_BTF,
+        lost.join("; "),
+        "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
+    )
 }
 
 /// cgroup v2 is where `cgroup_id` comes from. Hybrid hierarchies mount it
@@ -700,73 +682,12 @@ fn in_private_mount_namespace<T: Send>(
 }
 
 fn mount_tracefs(target: &Path) -> io::Result<()> {
-    crate::tracefs::mount(target)
+    tracefs::mount(target)
 }
 
 /// The raw system calls the checks make, in one place.
 mod sys {
-    use std::{
-        io,
-        os::fd::{FromRawFd, OwnedFd},
-    };
-
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    /// `BPF_MAP_TYPE_ARRAY`, in every kernel with bpf().
-    pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    /// `BPF_MAP_TYPE_RINGBUF`, Linux 5.8+.
-    pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-
-    /// The leading fields of `union bpf_attr` for `BPF_MAP_CREATE`. The
-    /// kernel accepts a shorter attribute than its own, as long as what it
-    /// does not know about is zero.
-    #[repr(C)]
-    struct MapCreateAttr {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        map_flags: u32,
-        inner_map_fd: u32,
-        numa_node: u32,
-        map_name: [u8; 16],
-    }
-
-    /// Creates a map; dropping the descriptor destroys it.
-    pub fn create_map(
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-    ) -> io::Result<OwnedFd> {
-        let mut map_name = [0u8; 16];
-        map_name[..8].copy_from_slice(b"ct_check");
-        let attr = MapCreateAttr {
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags: 0,
-            inner_map_fd: 0,
-            numa_node: 0,
-            map_name,
-        };
-        // SAFETY: `attr` is a valid, fully initialised prefix of
-        // `union bpf_attr` of the size passed, and lives across the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_CREATE,
-                &raw const attr,
-                size_of::<MapCreateAttr>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf() returned a bad fd"))?;
-        // SAFETY: bpf() returned a new descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+    use std::io;
 
     /// Moves the calling thread into a private copy of its mount namespace,
     /// with propagation to and from the original turned off.
@@ -863,14 +784,15 @@ mod tests {
         );
     }
 
-    fn bits(caps: &[u32]) -> u64 {
-        caps.iter().fold(0, |all, bit| all | (1 << bit))
+    fn set(caps: &[Capability]) -> CapsHashSet {
+        caps.iter().copied().collect()
     }
 
     #[test]
     fn privileges_from_capabilities() {
-        let all = bits(&[CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_DAC_OVERRIDE]);
-        let check = check_privileges(0, Some(all));
+        use Capability::*;
+        let all = set(&[CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON, CAP_DAC_OVERRIDE]);
+        let check = check_privileges(0, Some(&all));
         assert_eq!(check.status, Status::Ok, "{check:?}");
         assert_eq!(
             check.detail,
@@ -878,48 +800,59 @@ mod tests {
              and to mount tracefs"
         );
 
-        let check = check_privileges(0, Some(bits(&[CAP_BPF, CAP_PERFMON])));
+        let check = check_privileges(0, Some(&set(&[CAP_BPF, CAP_PERFMON])));
         assert_eq!(check.status, Status::Ok, "{check:?}");
         assert!(
             check.detail.contains("must already be mounted"),
             "{check:?}"
         );
-        assert!(!check.detail.contains("DAC"), "{check:?}");
 
-        let check = check_privileges(1000, Some(bits(&[CAP_BPF, CAP_PERFMON])));
+        // Not root: tracefs is readable by root only, so the loader refuses
+        // without CAP_DAC_READ_SEARCH, and so does the check.
+        let check = check_privileges(1000, Some(&set(&[CAP_BPF, CAP_PERFMON])));
+        assert_eq!(check.status, Status::Missing, "{check:?}");
+        assert_eq!(check.detail, "uid 1000 lacks CAP_DAC_READ_SEARCH");
+        let check = check_privileges(
+            1000,
+            Some(&set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH])),
+        );
         assert_eq!(check.status, Status::Ok, "{check:?}");
         assert!(check.detail.starts_with("uid 1000 with"), "{check:?}");
-        assert!(check.detail.contains("CAP_DAC_READ_SEARCH"), "{check:?}");
 
-        let check = check_privileges(0, Some(bits(&[CAP_BPF])));
+        let check = check_privileges(0, Some(&set(&[CAP_BPF])));
         assert_eq!(check.status, Status::Missing);
-        assert!(
-            check.detail.starts_with("root lacks CAP_PERFMON ("),
-            "{check:?}"
-        );
+        assert_eq!(check.detail, "root lacks CAP_PERFMON");
         assert!(check.remedy.is_some());
 
-        let check = check_privileges(65534, Some(0));
-        assert!(
-            check
-                .detail
-                .starts_with("uid 65534 lacks CAP_BPF and CAP_PERFMON"),
-            "{check:?}"
+        let check = check_privileges(65534, Some(&set(&[])));
+        assert_eq!(
+            check.detail,
+            "uid 65534 lacks CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH"
         );
         assert_eq!(check_privileges(0, None).status, Status::Missing);
     }
 
     #[test]
     fn privileges_agree_with_the_loader() {
-        let status = fs::read_to_string("/proc/self/status").unwrap();
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        let check = check_privileges(euid, parse_effective(&status));
-        assert_eq!(
-            check.is_ok(),
-            crate::privileges::missing_for_tracing().is_empty(),
-            "{check:?}"
-        );
+        use Capability::*;
+        let sets = [
+            set(&[]),
+            set(&[CAP_BPF]),
+            set(&[CAP_BPF, CAP_PERFMON]),
+            set(&[CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH]),
+            set(&[CAP_SYS_ADMIN]),
+            set(&[CAP_SYS_ADMIN, CAP_DAC_OVERRIDE]),
+        ];
+        for caps in &sets {
+            for euid in [0, 1000] {
+                let check = check_privileges(euid, Some(caps));
+                assert_eq!(
+                    check.is_ok(),
+                    privileges::missing_from(caps, euid == 0).is_empty(),
+                    "{euid} {caps:?}: {check:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1084,16 +1017,16 @@ mod tests {
 
     #[test]
     fn maps_can_be_created_with_privileges() {
-        if !crate::privileges::missing_for_tracing().is_empty() {
+        if !privileges::missing_for_tracing().is_empty() {
             return;
         }
         assert_eq!(check_bpf_syscall().status, Status::Ok);
-        assert_eq!(check_ring_buffer().status, Status::Ok);
+        assert_eq!(check_map_types().status, Status::Ok);
     }
 
     #[test]
     fn a_private_mount_stays_private() {
-        if !crate::privileges::missing_for_tracing().is_empty() {
+        if !privileges::missing_for_tracing().is_empty() {
             return;
         }
         let dir = TempDir::new("mntns");

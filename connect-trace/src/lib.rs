@@ -1,39 +1,31 @@
 //! connect-trace: trace every connect() on a Linux host with eBPF.
 //!
-//! The path of a record, one module each:
-//! - [`probe`] loads the kernel programs and attaches them;
-//! - [`reader`] drains the ring buffer, and [`record`] decodes its records
-//!   into [`attempt::ConnectAttempt`]s and handshake outcomes, with
-//!   [`sockaddr`] for the address;
-//! - [`resolve`] joins each call with the outcome of its handshake;
-//! - [`json`] renders them as JSON Lines, using [`errno`] for names and
-//!   [`clock`] for wall-clock time;
-//! - [`aggregate`] turns them into failure rates ([`topk`], [`window`]) for
-//!   summary records, and [`metrics`] into Prometheus metrics, served by
-//!   [`http`] next to the kernel's exact counts ([`kernel_counts`]).
+//! The modules follow the path of a record (docs/architecture.md tells it
+//! end to end):
 //!
-//! [`tracefs`] and [`btf`] read the running kernel's layouts at load time, so
-//! no kernel struct offsets are compiled in.
+//! 1. [`kernel`] loads the programs and attaches them, reading the running
+//!    kernel's layouts ([`kernel::tracefs`], [`kernel::btf`]) against one
+//!    list of [`kernel::requirements`], and reads the kernel's own counters.
+//! 2. [`pipeline`] drives everything after the kernel: its reader drains
+//!    the ring buffer, [`decode`] turns bytes into typed records,
+//!    [`resolve`] joins each call with the end of its handshake, and every
+//!    resolved attempt goes to [`aggregate`] (failure rates and summaries)
+//!    and to the sinks of [`export`] (JSON Lines, Prometheus). It owns the
+//!    delivery counts that the final line, the summaries and the metrics
+//!    all report.
+//! 3. [`errno`] names errno values and explains them; [`doctor`] checks a
+//!    host for what tracing needs; [`clock`] maps kernel time to wall time.
+//!
+//! What an attempt's outcome is, and what is a repeat, is decided by
+//! `connect_trace_common::outcome`, which the kernel programs run too.
 
 pub mod aggregate;
-pub mod attempt;
-pub mod btf;
-pub mod catalog;
 pub mod clock;
+pub mod decode;
+pub mod delivery;
 pub mod doctor;
 pub mod errno;
-pub mod http;
-pub mod json;
-pub mod kernel_counts;
-pub mod metrics;
-pub mod notify;
-pub mod output;
-pub mod privileges;
-pub mod probe;
-pub mod reader;
-pub mod record;
+pub mod export;
+pub mod kernel;
+pub mod pipeline;
 pub mod resolve;
-pub mod sockaddr;
-pub mod topk;
-pub mod tracefs;
-pub mod window;

@@ -10,28 +10,25 @@
 //!
 //! The two arrive in either order: the end of a handshake precedes its call
 //! in the ring buffer when it happened on another CPU while the caller was
-//! still inside connect().
+//! still inside connect(). They are joined by [`HandshakeId`] (socket and
+//! SYN time), so a new socket at a reused address never takes an earlier
+//! socket's outcome.
+//!
+//! Repeats (a call on a socket whose attempt is under way or just ended)
+//! are marked by the kernel under the rules of
+//! `connect_trace_common::outcome::is_repeat`; they resolve at once.
 
 use std::time::Duration;
 
+use connect_trace_common::outcome;
+pub use connect_trace_common::outcome::Outcome;
 use rustc_hash::FxHashMap;
 
-use crate::attempt::{ConnectAttempt, HandshakeEnd, HandshakeOutcome};
-use crate::record::Record;
-
-const EINTR: i32 = libc::EINTR;
-const EALREADY: i32 = libc::EALREADY;
-const EISCONN: i32 = libc::EISCONN;
-const EINPROGRESS: i32 = libc::EINPROGRESS;
+use crate::decode::{ConnectAttempt, HandshakeOutcome, Record, attempt::HandshakeId};
 
 /// How long an outcome that arrived before its call waits for it. The call
 /// follows within microseconds unless its record was lost.
 const EARLY_OUTCOME_TTL: Duration = Duration::from_secs(2);
-
-/// How long after a handshake ended a second connect() on the same socket,
-/// to the same place, is taken as the program checking the result (the
-/// classic way in C: call connect() again once the socket is writable).
-const STATUS_CHECK_TTL: Duration = Duration::from_secs(10);
 
 /// Default for how long an attempt may stay unresolved: longer than
 /// Linux's default SYN retry schedule (`tcp_syn_retries=6`, about 127 s).
@@ -39,67 +36,6 @@ pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Default bound on attempts waiting for their outcome.
 pub const DEFAULT_MAX_PENDING: usize = 32_768;
-
-/// The true outcome of a connect() attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The connection was established.
-    Connected,
-    /// It failed with this errno (`None`: the kernel's error could not be
-    /// read).
-    Failed(Option<i32>),
-    /// The application closed the socket before the handshake finished
-    /// (how Go, tokio and others time out a connect); no error is involved.
-    Canceled,
-    /// Not known: still unresolved at the resolution timeout or when the
-    /// daemon stopped, or not a kind of socket whose handshake is followed.
-    InProgress,
-}
-
-impl Outcome {
-    /// The name used in JSON records and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Failed(_) => "failed",
-            Self::Canceled => "canceled",
-            Self::InProgress => "in_progress",
-        }
-    }
-
-    /// The final errno: 0 when connected, the error when failed, `None`
-    /// when there is none (canceled, in progress, unknown error).
-    pub const fn final_errno(self) -> Option<i32> {
-        match self {
-            Self::Connected => Some(0),
-            Self::Failed(errno) => errno,
-            Self::Canceled | Self::InProgress => None,
-        }
-    }
-
-    /// Whether this counts as a failed attempt.
-    pub const fn is_failure(self) -> bool {
-        matches!(self, Self::Failed(_) | Self::Canceled)
-    }
-
-    fn of_handshake(end: HandshakeEnd) -> Self {
-        match end {
-            HandshakeEnd::Established => Self::Connected,
-            HandshakeEnd::Closed(Some(0)) => Self::Canceled,
-            HandshakeEnd::Closed(errno) => Self::Failed(errno),
-        }
-    }
-
-    /// The outcome as far as the syscall's own return value tells it.
-    fn of_return(errno: i32, repeat: bool) -> Self {
-        match errno {
-            0 => Self::Connected,
-            EISCONN if repeat => Self::Connected,
-            EINPROGRESS | EALREADY | EINTR => Self::InProgress,
-            errno => Self::Failed(Some(errno)),
-        }
-    }
-}
 
 /// A connect() attempt with its outcome.
 #[derive(Debug, Clone, Copy)]
@@ -111,10 +47,23 @@ pub struct ResolvedAttempt {
     /// Nanoseconds from the SYN to the end of the handshake, when one was
     /// followed to its end.
     pub handshake_ns: Option<u64>,
-    /// The call was made on a socket already connecting or connected
-    /// (EALREADY, EISCONN, or a second call while the first is pending): it
-    /// is the same attempt seen again and must not be counted twice.
+    /// The call was made on a socket already connecting or connected, or
+    /// checked the result of an attempt that just ended: it is the same
+    /// attempt seen again and must not be counted twice.
     pub repeat: bool,
+}
+
+impl ResolvedAttempt {
+    /// The slot this attempt is counted in, the one the kernel's exact
+    /// counts use for it (`connect_trace_common::outcome::slot`).
+    pub fn counting_slot(&self) -> u32 {
+        let code = if self.repeat {
+            outcome::code::REPEAT
+        } else {
+            self.outcome.code()
+        };
+        outcome::slot(self.attempt.family_slot(), code)
+    }
 }
 
 /// Settings of a [`Resolver`].
@@ -163,15 +112,10 @@ struct Pending {
 pub struct Resolver {
     config: ResolverConfig,
     /// Fx hashing (every event looks here): keys are kernel addresses and
-    /// (pid, fd) pairs, and the maps are bounded by `max_pending`.
-    pending: FxHashMap<u64, Pending>,
-    /// (pid, fd) of pending attempts, to recognise a second call on the
-    /// same socket (a status check) as a repeat.
-    pending_fds: FxHashMap<(u32, i32), u64>,
-    early: FxHashMap<u64, (HandshakeOutcome, u64)>,
-    /// Attempts that went on past their call and have ended, by (pid, fd):
-    /// the destination's hash, the outcome, and when it ended.
-    ended: FxHashMap<(u32, i32), (u64, Outcome, u64)>,
+    /// times, and the maps are bounded by `max_pending`.
+    pending: FxHashMap<HandshakeId, Pending>,
+    /// Outcomes that arrived before their call.
+    early: FxHashMap<HandshakeId, (HandshakeOutcome, u64)>,
     stats: ResolverStats,
 }
 
@@ -181,9 +125,7 @@ impl Resolver {
         Self {
             config,
             pending: FxHashMap::default(),
-            pending_fds: FxHashMap::default(),
             early: FxHashMap::default(),
-            ended: FxHashMap::default(),
             stats: ResolverStats::default(),
         }
     }
@@ -209,6 +151,8 @@ impl Resolver {
         }
     }
 
+    /// The rules are `connect_trace_common::outcome`'s, which the kernel
+    /// applies to its exact counts too.
     fn on_attempt<E>(
         &mut self,
         attempt: &ConnectAttempt,
@@ -216,42 +160,29 @@ impl Resolver {
         emit: &mut impl FnMut(&ResolvedAttempt) -> Result<(), E>,
     ) -> Result<(), E> {
         let errno = attempt.errno();
-        let sock = attempt.handshake_sock();
-        let key = (attempt.pid(), attempt.fd());
-        let repeat = matches!(errno, EALREADY | EISCONN)
-            || (sock.is_none()
-                && (self.pending_fds.contains_key(&key)
-                    || self.checks_ended_attempt(attempt, errno, now_ns)));
+        if attempt.is_repeat() {
+            return self.emit(attempt, Outcome::of_return(errno), None, true, emit);
+        }
+        let id = attempt.handshake_id();
         let known = attempt.handshake_outcome().or_else(|| {
-            sock.and_then(|sock| self.early.remove(&sock))
+            id.and_then(|id| self.early.remove(&id))
                 .map(|(outcome, _)| outcome)
         });
         if let Some(outcome) = known {
-            let resolved = match outcome.end {
-                // The kernel undid SYN_SENT on the way out of a call that
-                // failed by itself (no source port, say): not a cancel.
-                HandshakeEnd::Closed(Some(0)) if errno != 0 && !continues(errno) => {
-                    Outcome::Failed(Some(errno))
-                }
-                end => Outcome::of_handshake(end),
-            };
-            if continues(errno) {
-                self.remember_ended(attempt, resolved, now_ns);
-            }
-            return self.emit(attempt, resolved, Some(outcome.handshake_ns), repeat, emit);
+            let resolved = Outcome::of_handshake(outcome.end, errno);
+            return self.emit(attempt, resolved, Some(outcome.handshake_ns), false, emit);
         }
-        if let Some(sock) = sock
-            && continues(errno)
-            && !attempt.handshake_untracked()
+        let followed = id.is_some() && !attempt.handshake_untracked();
+        if let Some(id) = id
+            && outcome::awaits_handshake(errno, followed, false)
         {
             if self.pending.len() >= self.config.max_pending {
                 self.stats.evicted += 1;
-                return self.emit(attempt, Outcome::InProgress, None, repeat, emit);
+                return self.emit(attempt, Outcome::InProgress, None, false, emit);
             }
             let deadline_ns = now_ns.saturating_add(duration_ns(self.config.timeout));
-            self.pending_fds.insert((attempt.pid(), attempt.fd()), sock);
             self.pending.insert(
-                sock,
+                id,
                 Pending {
                     attempt: *attempt,
                     deadline_ns,
@@ -259,13 +190,7 @@ impl Resolver {
             );
             return Ok(());
         }
-        self.emit(
-            attempt,
-            Outcome::of_return(errno, repeat),
-            None,
-            repeat,
-            emit,
-        )
+        self.emit(attempt, Outcome::of_return(errno), None, false, emit)
     }
 
     fn on_outcome<E>(
@@ -274,12 +199,10 @@ impl Resolver {
         now_ns: u64,
         emit: &mut impl FnMut(&ResolvedAttempt) -> Result<(), E>,
     ) -> Result<(), E> {
-        if let Some(pending) = self.take_pending(outcome.sock) {
-            let resolved = Outcome::of_handshake(outcome.end);
-            self.remember_ended(&pending.attempt, resolved, now_ns);
+        if let Some(pending) = self.pending.remove(&outcome.id) {
             return self.emit(
                 &pending.attempt,
-                resolved,
+                Outcome::of_handshake(outcome.end, 0),
                 Some(outcome.handshake_ns),
                 false,
                 emit,
@@ -289,7 +212,7 @@ impl Resolver {
             self.stats.unmatched_outcomes += 1;
             return Ok(());
         }
-        self.early.insert(outcome.sock, (*outcome, now_ns));
+        self.early.insert(outcome.id, (*outcome, now_ns));
         Ok(())
     }
 
@@ -300,21 +223,18 @@ impl Resolver {
         now_ns: u64,
         emit: &mut impl FnMut(&ResolvedAttempt) -> Result<(), E>,
     ) -> Result<(), E> {
-        let expired: Vec<u64> = self
+        let expired: Vec<HandshakeId> = self
             .pending
             .iter()
             .filter(|(_, pending)| pending.deadline_ns <= now_ns)
-            .map(|(sock, _)| *sock)
+            .map(|(id, _)| *id)
             .collect();
-        for sock in expired {
-            if let Some(pending) = self.take_pending(sock) {
+        for id in expired {
+            if let Some(pending) = self.pending.remove(&id) {
                 self.stats.timed_out += 1;
                 self.emit(&pending.attempt, Outcome::InProgress, None, false, emit)?;
             }
         }
-        let check_ttl = duration_ns(STATUS_CHECK_TTL);
-        self.ended
-            .retain(|_, (_, _, ended_ns)| now_ns.saturating_sub(*ended_ns) < check_ttl);
         let ttl = duration_ns(EARLY_OUTCOME_TTL);
         let before = self.early.len();
         self.early
@@ -329,49 +249,11 @@ impl Resolver {
         emit: &mut impl FnMut(&ResolvedAttempt) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut pending: Vec<Pending> = self.pending.drain().map(|(_, pending)| pending).collect();
-        self.pending_fds.clear();
         pending.sort_by_key(|pending| pending.attempt.start_monotonic_ns());
         for pending in pending {
             self.emit(&pending.attempt, Outcome::InProgress, None, false, emit)?;
         }
         Ok(())
-    }
-
-    /// Notes that an attempt that went on past its call has ended, so that
-    /// the program's own check of the result is not counted again.
-    fn remember_ended(&mut self, attempt: &ConnectAttempt, outcome: Outcome, now_ns: u64) {
-        if self.ended.len() >= self.config.max_pending {
-            return;
-        }
-        let key = (attempt.pid(), attempt.fd());
-        self.ended
-            .insert(key, (destination_hash(attempt), outcome, now_ns));
-    }
-
-    /// A call without a SYN, on a socket whose attempt ended lately, to the
-    /// same destination, returning what that attempt ended with: the
-    /// program checking the result, not a new attempt.
-    fn checks_ended_attempt(&self, attempt: &ConnectAttempt, errno: i32, now_ns: u64) -> bool {
-        let Some((destination, outcome, ended_ns)) = self.ended.get(&(attempt.pid(), attempt.fd()))
-        else {
-            return false;
-        };
-        now_ns.saturating_sub(*ended_ns) < duration_ns(STATUS_CHECK_TTL)
-            && *destination == destination_hash(attempt)
-            && match outcome {
-                Outcome::Connected => errno == 0,
-                Outcome::Failed(Some(final_errno)) => errno == *final_errno,
-                Outcome::Failed(None) | Outcome::Canceled | Outcome::InProgress => false,
-            }
-    }
-
-    fn take_pending(&mut self, sock: u64) -> Option<Pending> {
-        let pending = self.pending.remove(&sock)?;
-        let key = (pending.attempt.pid(), pending.attempt.fd());
-        if self.pending_fds.get(&key) == Some(&sock) {
-            self.pending_fds.remove(&key);
-        }
-        Some(pending)
     }
 
     fn emit<E>(
@@ -394,29 +276,20 @@ impl Resolver {
     }
 }
 
-fn destination_hash(attempt: &ConnectAttempt) -> u64 {
-    use std::hash::BuildHasher as _;
-    rustc_hash::FxBuildHasher.hash_one(attempt.destination())
-}
-
-/// The call returned while its handshake goes on (restart codes already
-/// read as EINTR).
-const fn continues(errno: i32) -> bool {
-    matches!(errno, EINPROGRESS | EINTR)
-}
-
 fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
-    use connect_trace_common::{ConnectRecord, Handshake, tcp_state};
+    use connect_trace_common::abi::{ConnectRecord, Handshake, connect_flags, tcp_state};
+    use connect_trace_common::outcome::{EALREADY, EINPROGRESS, EINTR, EISCONN, HandshakeEnd};
 
     use super::*;
-    use crate::attempt::tests::sample_record;
+    use crate::decode::attempt::tests::sample_record;
 
     const SOCK: u64 = 0xffff_8880_1234_0000;
+    const SYN: u64 = 10;
     const SECOND: u64 = 1_000_000_000;
 
     fn call(errno: i32, sock: u64, fd: i32) -> Record {
@@ -425,9 +298,17 @@ mod tests {
         raw.fd = fd;
         raw.handshake = Handshake {
             sock,
-            syn_ns: if sock == 0 { 0 } else { 10 },
+            syn_ns: if sock == 0 { 0 } else { SYN },
             ..Handshake::default()
         };
+        Record::Connect(ConnectAttempt::from_record(raw))
+    }
+
+    fn repeat(errno: i32, fd: i32) -> Record {
+        let mut raw: ConnectRecord = sample_record();
+        raw.ret = -errno;
+        raw.fd = fd;
+        raw.flags = connect_flags::REPEAT;
         Record::Connect(ConnectAttempt::from_record(raw))
     }
 
@@ -436,7 +317,7 @@ mod tests {
         raw.ret = -errno;
         raw.handshake = Handshake {
             sock: SOCK,
-            syn_ns: 10,
+            syn_ns: SYN,
             outcome_ns: 110,
             outcome_state: state,
             outcome_err: err,
@@ -444,13 +325,17 @@ mod tests {
         Record::Connect(ConnectAttempt::from_record(raw))
     }
 
-    fn outcome(end: HandshakeEnd) -> Record {
+    fn outcome_of(sock: u64, syn_ns: u64, end: HandshakeEnd) -> Record {
         Record::Outcome(HandshakeOutcome {
-            sock: SOCK,
+            id: HandshakeId { sock, syn_ns },
             pid: 42,
             end,
             handshake_ns: 5_000,
         })
+    }
+
+    fn outcome(end: HandshakeEnd) -> Record {
+        outcome_of(SOCK, SYN, end)
     }
 
     /// Feeds records at time `now` and returns what came out.
@@ -553,6 +438,25 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_of_an_earlier_socket_at_the_same_address_is_not_taken() {
+        let mut resolver = Resolver::new(ResolverConfig::default());
+        // An earlier handshake on the same socket address ended; its call
+        // was never seen (lost, or filtered).
+        feed(
+            &mut resolver,
+            &[outcome_of(SOCK, 1, HandshakeEnd::Closed(Some(0)))],
+            0,
+        );
+        assert!(feed(&mut resolver, &[call(EINPROGRESS, SOCK, 5)], 1).is_empty());
+        let out = feed(
+            &mut resolver,
+            &[outcome(HandshakeEnd::Closed(Some(libc::ETIMEDOUT)))],
+            2,
+        );
+        assert_eq!(out[0].outcome, Outcome::Failed(Some(libc::ETIMEDOUT)));
+    }
+
+    #[test]
     fn close_without_error_is_canceled() {
         let mut resolver = Resolver::new(ResolverConfig::default());
         feed(&mut resolver, &[call(EINPROGRESS, SOCK, 5)], 0);
@@ -563,74 +467,29 @@ mod tests {
     }
 
     #[test]
-    fn repeats_are_marked() {
+    fn repeats_marked_by_the_kernel_resolve_at_once() {
         let mut resolver = Resolver::new(ResolverConfig::default());
         let out = feed(
             &mut resolver,
             &[
                 call(EINPROGRESS, SOCK, 5),
-                call(EALREADY, 0, 5),
-                call(0, 0, 5),
+                repeat(EALREADY, 5),
+                repeat(0, 5),
+                repeat(EISCONN, 5),
+                repeat(libc::ECONNREFUSED, 5),
             ],
             0,
         );
-        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out.len(), 4, "{out:?}");
         assert!(out.iter().all(|r| r.repeat));
         assert_eq!(out[0].outcome, Outcome::InProgress);
         assert_eq!(out[1].outcome, Outcome::Connected);
-        let out = feed(&mut resolver, &[call(EISCONN, 0, 9)], 0);
-        assert!(out[0].repeat);
-        assert_eq!(out[0].outcome, Outcome::Connected);
-    }
-
-    /// A call like `call` but to another port.
-    fn elsewhere(record: Record) -> Record {
-        let Record::Connect(attempt) = record else {
-            return record;
-        };
-        let mut raw: ConnectRecord = sample_record();
-        raw.ret = attempt.ret();
-        raw.fd = attempt.fd();
-        raw.addr[2..4].copy_from_slice(&4242u16.to_be_bytes());
-        Record::Connect(ConnectAttempt::from_record(raw))
-    }
-
-    #[test]
-    fn checking_an_ended_attempt_with_connect_is_a_repeat() {
-        let mut resolver = Resolver::new(ResolverConfig::default());
-        feed(&mut resolver, &[call(EINPROGRESS, SOCK, 5)], 0);
-        feed(&mut resolver, &[outcome(HandshakeEnd::Established)], 1);
-        let out = feed(&mut resolver, &[call(0, 0, 5)], 2);
-        assert!(
-            out[0].repeat,
-            "connect() again returning 0 checks the result"
-        );
-        assert_eq!(out[0].outcome, Outcome::Connected);
-        // Another destination on the same descriptor is a new attempt.
-        let out = feed(&mut resolver, &[elsewhere(call(0, 0, 5))], 3);
-        assert!(!out[0].repeat);
-        // So is anything after the window.
-        expire(&mut resolver, 20 * SECOND);
-        let out = feed(&mut resolver, &[call(0, 0, 5)], 20 * SECOND);
-        assert!(!out[0].repeat);
-    }
-
-    #[test]
-    fn checking_a_failed_attempt_repeats_its_error() {
-        let mut resolver = Resolver::new(ResolverConfig::default());
-        let refused = libc::ECONNREFUSED;
-        let out = feed(
-            &mut resolver,
-            &[call_with_outcome(EINPROGRESS, tcp_state::CLOSE, refused)],
-            0,
-        );
-        assert!(!out[0].repeat);
-        let out = feed(&mut resolver, &[call(refused, 0, 3)], 1);
-        assert!(out[0].repeat);
-        let out = feed(&mut resolver, &[call(libc::ETIMEDOUT, 0, 3)], 2);
-        assert!(
-            !out[0].repeat,
-            "a different error is not a check of this one"
+        assert_eq!(out[2].outcome, Outcome::Connected);
+        assert_eq!(out[3].outcome, Outcome::Failed(Some(libc::ECONNREFUSED)));
+        assert_eq!(
+            resolver.stats().pending,
+            1,
+            "the attempt itself still waits"
         );
     }
 

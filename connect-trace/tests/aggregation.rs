@@ -14,7 +14,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{Ipv4Addr, TcpStream},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
@@ -23,8 +23,8 @@ use std::{
 };
 
 use common::{
-    DROPPED_PORT, RawAddr, closed_port, connect_raw, free_port, in_dropping_netns, listener,
-    require_root, socket,
+    DROPPED_PORT, RawAddr, closed_port, connect_raw, daemon::records_in, free_port,
+    in_dropping_netns, listener, require_root, socket,
 };
 use serde_json::Value;
 
@@ -120,18 +120,22 @@ fn run_mix(name: &str) -> Run {
     let output = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&output);
     let metrics_port = free_port();
-    let mut daemon = Command::new(BINARY)
+    let daemon = Command::new(BINARY)
         .args(["run", "--pid", &child.id().to_string(), "--interval", "1"])
         .args(["--metrics", &metrics_port.to_string()])
         .args(["--summary-only", "--output", output.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut banner = String::new();
-    BufReader::new(daemon.stderr.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("tracing connect()"), "{banner}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !records_in(&output)
+        .iter()
+        .any(|record| record["type"] == "started")
+    {
+        assert!(Instant::now() < deadline, "connect-trace did not start");
+        // Polling the file the daemon appends to; nothing to wait on.
+        std::thread::sleep(Duration::from_millis(10));
+    }
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(child.wait().unwrap().success(), "the mix child failed");
     Run {
@@ -167,8 +171,8 @@ fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
 
-/// Polls `/metrics` until the kernel has counted the whole mix (its counts
-/// reach the metrics once a second).
+/// Polls `/metrics` until the kernel and the daemon have counted the whole
+/// mix.
 fn metrics_with_mix(port: u16) -> HashMap<String, f64> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -192,7 +196,7 @@ fn metrics_with_mix(port: u16) -> HashMap<String, f64> {
             Instant::now() < deadline,
             "metrics never showed the mix:\n{body}"
         );
-        // The daemon refreshes kernel counts once a second; nothing to wait on.
+        // The mix child's records reach the daemon within its poll interval.
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -276,15 +280,17 @@ fn summary_and_metrics_count_a_known_mix_exactly() {
     // SAFETY: plain syscall on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     assert!(run.daemon.wait().unwrap().success());
-    let summaries: Vec<Value> = std::fs::read_to_string(&run.output)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let records = records_in(&run.output);
+    let types: Vec<&str> = records.iter().filter_map(|r| r["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"started"), "{types:?}");
+    assert_eq!(types.last(), Some(&"stopped"), "{types:?}");
     assert!(
-        summaries.iter().all(|s| s["type"] == "summary"),
-        "--summary-only"
+        types[1..types.len() - 1]
+            .iter()
+            .all(|kind| *kind == "summary"),
+        "--summary-only: {types:?}"
     );
+    let summaries = &records[1..records.len() - 1];
     let last = summaries.last().unwrap();
     assert_eq!(last["total"]["attempts"], ATTEMPTS);
     assert_eq!(last["total"]["failures"], FAILURES);
@@ -300,6 +306,11 @@ fn summary_and_metrics_count_a_known_mix_exactly() {
     assert_eq!(delivery["records_delivered"], ATTEMPTS + REPEATS as u64);
     assert_eq!(delivery["failures_counted"], FAILURES);
     assert_eq!(delivery["records_lost"], 0);
+    // The stopped record's counts are the last summary's, and then some.
+    let stopped = &records[records.len() - 1]["delivery"];
+    assert_eq!(stopped["records_delivered"], delivery["records_delivered"]);
+    assert_eq!(stopped["attempts_counted"], delivery["attempts_counted"]);
+    assert_eq!(stopped["records_written"], summaries.len() as u64 + 1);
     // The interval tables add up to the totals.
     let failures_listed: u64 = summaries
         .iter()
@@ -554,21 +565,17 @@ fn memory_stays_flat_with_100000_distinct_destinations() {
     }
     let late = settled_rss_kib(pid, port, 100_000.0);
     eprintln!("daemon RSS: {early} KiB after 10,000 destinations, {late} KiB after 100,000");
-    let (status, stderr) = daemon.stop(libc::SIGTERM);
-    assert!(status.success(), "{stderr}");
-    assert!(stderr.contains(" 0 lost"), "{stderr}");
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(stopped.count("records_lost"), 0);
     assert!(
         late <= early + 2 * 1024,
         "RSS grew from {early} KiB to {late} KiB over 90,000 new destinations"
     );
-    let last: Value = serde_json::from_str(
-        std::fs::read_to_string(&output)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last = records_in(&output)
+        .into_iter()
+        .rfind(|record| record["type"] == "summary")
+        .expect("a summary");
     assert!(last["other"]["destinations"]["keys_kept"].as_u64().unwrap() <= 256);
     assert!(last["total"]["failures"].as_u64().unwrap() >= 100_000);
 }

@@ -23,7 +23,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");
 const REQUIRED: [&str; 8] = [
     "privileges",
     "bpf-syscall",
-    "ring-buffer",
+    "map-types",
     "tracefs",
     "tracepoint syscalls/sys_enter_connect",
     "tracepoint syscalls/sys_exit_connect",
@@ -35,7 +35,7 @@ const REQUIRED: [&str; 8] = [
 const ALL: [&str; 10] = [
     "privileges",
     "bpf-syscall",
-    "ring-buffer",
+    "map-types",
     "tracefs",
     "tracepoint syscalls/sys_enter_connect",
     "tracepoint syscalls/sys_exit_connect",
@@ -368,7 +368,10 @@ fn without_privileges_it_says_what_is_missing() {
     let lines = lines(&output);
     let (status, detail) = status_of(&lines, "privileges");
     assert_eq!(status, "missing");
-    assert!(detail.contains("lacks CAP_BPF and CAP_PERFMON"), "{detail}");
+    assert!(
+        detail.contains("lacks CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH"),
+        "{detail}"
+    );
     assert!(detail.contains("-> fix: run as root"), "{detail}");
     assert_eq!(status_of(&lines, "attach").0, "skip");
     let stderr = String::from_utf8_lossy(&output.stderr);

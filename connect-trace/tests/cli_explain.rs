@@ -13,7 +13,7 @@ use std::{
     process::{Command, Output},
 };
 
-use connect_trace::catalog;
+use connect_trace::errno::catalog;
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");

@@ -19,7 +19,9 @@ use std::{
 
 use common::{
     DROPPED_PORT, RawAddr, closed_port, connect_raw,
-    daemon::{BINARY, Daemon, TIMEOUT, loaded_program_ids, own_pid, refused_connect, wait_timeout},
+    daemon::{
+        BINARY, Daemon, Ready, TIMEOUT, loaded_program_ids, own_pid, refused_connect, wait_timeout,
+    },
     gettid, in_dropping_netns, require_root, socket,
 };
 use serde_json::Value;
@@ -138,9 +140,9 @@ fn sigterm_flushes_every_pending_record_and_detaches() {
     for _ in 0..50 {
         refused_connect();
     }
-    let (status, stderr) = daemon.stop(libc::SIGTERM);
-    assert!(status.success(), "{status}: {stderr}");
-    assert!(stderr.contains(" 0 lost"), "{stderr}");
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(stopped.count("records_lost"), 0);
     let mine = count_records_of(&output, gettid());
     assert_eq!(mine, 50, "records of this thread in {}", output.display());
     // The kernel may finish releasing a program shortly after its last
@@ -174,9 +176,13 @@ fn sigint_stops_cleanly_too() {
     let daemon = Daemon::start(&["--pid", &own_pid()]);
     refused_connect();
     let _ = daemon.record_of(gettid());
-    let (status, stderr) = daemon.stop(libc::SIGINT);
-    assert!(status.success(), "{status}: {stderr}");
-    assert!(stderr.contains("stopped;"), "{stderr}");
+    let stopped = daemon.stop_counted(libc::SIGINT);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(
+        stopped.count("records_delivered") >= 1,
+        "{}",
+        stopped.delivery
+    );
 }
 
 #[test]
@@ -214,7 +220,7 @@ fn mounts_tracefs_when_it_is_missing() {
          exec {BINARY} run --pid {}",
         std::process::id()
     );
-    let daemon = Daemon::start_in_private_mounts(&script);
+    let daemon = Daemon::start_in_private_mounts(&script, Ready::Started);
     refused_connect();
     let record = daemon.record_of(gettid());
     assert_eq!(record["errno_name"], "ECONNREFUSED");

@@ -39,9 +39,11 @@ use std::{
 
 use common::{RawAddr, Traced, connect_raw, gettid, socket};
 use connect_trace::{
-    attempt::ConnectAttempt,
-    catalog::{self, Class, Reach},
-    errno,
+    decode::ConnectAttempt,
+    errno::{
+        self,
+        catalog::{self, Class, Reach},
+    },
 };
 
 /// How long a worker may take, set-up included.

@@ -16,9 +16,11 @@ use std::{
 
 use common::{RawAddr, Traced, closed_port, connect_raw, gettid, listener, socket, tcp_connect};
 use connect_trace::{
-    attempt::ConnectAttempt,
-    probe::TracerConfig,
-    sockaddr::{AddrProblem, Address, Family},
+    decode::{
+        ConnectAttempt,
+        sockaddr::{AddrProblem, Address, Family},
+    },
+    kernel::TracerConfig,
 };
 
 fn assert_inet(record: &ConnectAttempt, family: Family, address: Address<'_>, port: u16) {
@@ -46,8 +48,9 @@ fn tcp4_to_a_listener_succeeds() {
         Address::V4(Ipv4Addr::LOCALHOST),
         port,
     );
-    // SAFETY: getuid/getgid have no preconditions.
+    // SAFETY: getuid has no preconditions.
     assert_eq!(record.uid(), unsafe { libc::getuid() });
+    // SAFETY: getgid has no preconditions.
     assert_eq!(record.gid(), unsafe { libc::getgid() });
     assert!(record.latency_ns() > 0);
     assert!(record.cgroup_id() > 0);

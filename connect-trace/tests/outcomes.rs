@@ -19,8 +19,8 @@ use std::{
 };
 
 use common::{
-    DROPPED_PORT, RawAddr, Traced, closed_port, connect_raw, gettid, in_dropping_netns, listener,
-    socket,
+    DROPPED_PORT, RawAddr, Traced, closed_port, connect_raw, gettid, in_dropping_netns,
+    install_interrupting_handler, listener, socket, wait_blocked_in_connect, wait_writable,
 };
 use connect_trace::resolve::{Outcome, ResolvedAttempt};
 
@@ -186,18 +186,6 @@ fn connecting_a_connected_socket_again_is_a_repeat() {
     assert_eq!(resolved[1].attempt.errno(), libc::EISCONN);
 }
 
-/// Waits until `fd` is writable (its non-blocking connect has ended).
-fn wait_writable(fd: &OwnedFd) {
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; bounded wait.
-    let ready = unsafe { libc::poll(&mut poll, 1, 5_000) };
-    assert_eq!(ready, 1, "the connect never ended");
-}
-
 /// The C way to learn a non-blocking connect's result: call connect()
 /// again once the socket is writable. That call is the same attempt.
 #[test]
@@ -231,39 +219,6 @@ fn connect_again_to_check_the_result_is_a_repeat() {
             .filter(|r| r.repeat)
             .all(|r| r.attempt.errno() == 0 || r.attempt.errno() == libc::ECONNREFUSED)
     );
-}
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// Installs a SIGUSR1 handler without SA_RESTART, so a blocking call that
-/// it interrupts returns EINTR.
-fn install_interrupting_handler() {
-    // SAFETY: a valid handler that does nothing; flags 0 (no SA_RESTART).
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-        action.sa_flags = 0;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
-/// Waits until thread `tid` of this process is blocked in connect(2).
-fn wait_blocked_in_connect(tid: u32) {
-    let path = format!("/proc/self/task/{tid}/syscall");
-    let prefix = format!("{} ", libc::SYS_connect);
-    let deadline = Instant::now() + QUICK;
-    while !std::fs::read_to_string(&path).is_ok_and(|text| text.starts_with(&prefix)) {
-        assert!(
-            Instant::now() < deadline,
-            "thread {tid} never blocked in connect"
-        );
-        // Nothing to wait on: the kernel publishes this state only here.
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -381,10 +336,10 @@ fn a_plain_blocking_client_is_reported_once() {
 /// and a unix call still come out right.
 #[test]
 fn the_fallback_paths_give_the_same_records() {
-    let mut traced = Traced::with_config(connect_trace::probe::TracerConfig {
+    let mut traced = Traced::with_config(connect_trace::kernel::TracerConfig {
         pid: Some(std::process::id()),
         fallback_paths_only: true,
-        ..connect_trace::probe::TracerConfig::default()
+        ..connect_trace::kernel::TracerConfig::default()
     });
     assert_eq!(
         traced.tracer.handshake_hook(),

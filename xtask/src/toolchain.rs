@@ -5,10 +5,10 @@ use std::{path::Path, process::Command};
 /// Builds and tests the userspace crates. aya 0.16 needs rustc 1.98 or newer.
 pub const USERSPACE: &str = "1.99.1";
 
-/// Builds the eBPF crate (with `-Z build-std=core` and rust-src). Its LLVM
-/// (22) must match bpf-linker's: later nightlies carry LLVM 23. Keep in step
-/// with `connect-trace/build.rs`.
-pub const EBPF: &str = "nightly-2026-06-20";
+include!("../../connect-trace-ebpf/toolchain.rs");
+
+/// Builds the eBPF crate (with `-Z build-std=core` and rust-src).
+pub const EBPF: &str = EBPF_TOOLCHAIN;
 
 /// The bpf-linker release built against the system LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

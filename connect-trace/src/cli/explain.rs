@@ -1,15 +1,15 @@
 //! `connect-trace explain`: what a connect() errno means and what to check.
 //!
-//! Reads only the built-in catalog ([`connect_trace::catalog`]): no root, no
-//! BPF.
+//! Reads only the built-in catalog ([`connect_trace::errno::catalog`]): no
+//! root, no BPF.
 
 use std::io::{self, Write};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use connect_trace::{
+use connect_trace::errno::{
+    self,
     catalog::{self, Entry, Page},
-    errno,
 };
 
 /// Options of `connect-trace explain`.

@@ -3,4 +3,5 @@
 pub mod check;
 pub mod config;
 pub mod explain;
+pub mod notify;
 pub mod run;

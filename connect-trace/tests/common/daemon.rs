@@ -4,6 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::Ipv4Addr,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{Receiver, channel},
     time::{Duration, Instant},
@@ -19,9 +20,43 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A running `connect-trace run` and its output, line by line.
 pub struct Daemon {
     pub child: Child,
+    /// Its JSON lines, when it writes to stdout.
     pub stdout: Option<Receiver<String>>,
     pub stderr: Receiver<String>,
+    /// Its `--output` file, when it writes to one this process can see.
+    output: Option<PathBuf>,
+    /// The ids of its attached programs, from its `started` record.
     pub program_ids: Vec<u32>,
+}
+
+/// How to tell that the daemon is attached.
+pub enum Ready {
+    /// Its `started` record, on stdout or in the `--output` file.
+    Started,
+    /// `connect_trace_programs_attached 1` at `/metrics` on this port (for
+    /// an output this process cannot read).
+    Metrics(u16),
+}
+
+/// How a daemon ended.
+pub struct Stopped {
+    pub status: ExitStatus,
+    /// Its log.
+    pub stderr: String,
+    /// The `delivery` object of its `stopped` record: every count.
+    pub delivery: Value,
+}
+
+impl Stopped {
+    /// One count of the `stopped` record.
+    pub fn count(&self, name: &str) -> u64 {
+        self.delivery[name].as_u64().unwrap_or_else(|| {
+            panic!(
+                "no count `{name}` in {}; stderr: {}",
+                self.delivery, self.stderr
+            )
+        })
+    }
 }
 
 pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
@@ -37,10 +72,34 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String>
     receiver
 }
 
+/// The value after `--output` or `-o` in `args`.
+fn output_of(args: &[&str]) -> Option<PathBuf> {
+    args.windows(2)
+        .find(|pair| pair[0] == "--output" || pair[0] == "-o")
+        .map(|pair| PathBuf::from(pair[1]))
+}
+
+/// The records of a JSON Lines file written so far.
+pub fn records_in(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("invalid JSON line {line:?}: {error}"))
+        })
+        .collect()
+}
+
 impl Daemon {
     /// Starts `connect-trace run ARGS` through `wrapper` (a command and its
     /// arguments placed before the binary), and waits until it is attached.
     pub fn start_with(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::start_ready(wrapper, args, Ready::Started)
+    }
+
+    /// Like [`Daemon::start_with`], telling readiness by `ready`.
+    pub fn start_ready(wrapper: &[&str], args: &[&str], ready: Ready) -> Self {
         require_root();
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -60,28 +119,35 @@ impl Daemon {
             .unwrap();
         let stdout = lines_of(child.stdout.take().unwrap());
         let stderr = lines_of(child.stderr.take().unwrap());
-        let banner = stderr.recv_timeout(TIMEOUT).unwrap_or_else(|error| {
-            panic!(
-                "no start-up line from connect-trace ({error}); status {:?}",
-                child.try_wait()
-            )
-        });
-        assert!(banner.contains("tracing connect()"), "unexpected: {banner}");
-        let program_ids = parse_program_ids(&banner);
-        assert_eq!(program_ids.len(), 3, "{banner}");
-        Self {
+        let mut daemon = Self {
             child,
             stdout: Some(stdout),
             stderr,
-            program_ids,
+            output: output_of(args),
+            program_ids: Vec::new(),
+        };
+        match ready {
+            Ready::Started => {
+                let started = daemon.wait_for(|record| record["type"] == "started");
+                daemon.program_ids = started["programs"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("no programs in {started}"))
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|id| u32::try_from(id).unwrap())
+                    .collect();
+                assert_eq!(daemon.program_ids.len(), 3, "{started}");
+            }
+            Ready::Metrics(port) => daemon.wait_for_metrics(port),
         }
+        daemon
     }
 
     /// Starts a shell `script` in a private mount namespace; the script sets
     /// up mounts and ends with `exec {BINARY} run ...`. (The binary and `run`
     /// that `start_with` appends become `sh -c`'s `$0` and `$1`, unused.)
-    pub fn start_in_private_mounts(script: &str) -> Self {
-        Self::start_with(
+    pub fn start_in_private_mounts(script: &str, ready: Ready) -> Self {
+        Self::start_ready(
             &[
                 "unshare",
                 "--mount",
@@ -92,12 +158,64 @@ impl Daemon {
                 script,
             ],
             &[],
+            ready,
         )
     }
 
     /// Starts `connect-trace run ARGS` and waits until it is attached.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with(&[], args)
+    }
+
+    /// Panics with the daemon's stderr if it has exited.
+    fn assert_running(&mut self, waiting_for: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let stderr: Vec<String> = self.stderr.try_iter().collect();
+            panic!("connect-trace exited ({status}) before {waiting_for}: {stderr:?}");
+        }
+    }
+
+    /// The first record, on stdout or in the output file, that `matches`.
+    fn wait_for(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut seen = 0;
+        loop {
+            self.assert_running("its started record");
+            if let Some(path) = &self.output {
+                let records = records_in(path);
+                if let Some(found) = records.iter().skip(seen).find(|record| matches(record)) {
+                    return found.clone();
+                }
+                seen = records.len();
+            } else if let Some(stdout) = &self.stdout {
+                while let Ok(line) = stdout.recv_timeout(Duration::from_millis(10)) {
+                    let record: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|error| panic!("invalid JSON line {line:?}: {error}"));
+                    if matches(&record) {
+                        return record;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no started record within {TIMEOUT:?}"
+            );
+            // Polling a file that the daemon appends to; nothing to wait on.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn wait_for_metrics(&mut self, port: u16) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            self.assert_running("serving metrics");
+            if scrape(port, "connect_trace_programs_attached") == Some(1.0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not attached within {TIMEOUT:?}");
+            // The server is not up yet; nothing to wait on but time.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The next stdout record from thread `tid`, parsed.
@@ -119,14 +237,66 @@ impl Daemon {
 
     /// Sends `signal`, waits for the exit, and returns the status and the
     /// rest of stderr.
-    pub fn stop(mut self, signal: libc::c_int) -> (ExitStatus, String) {
+    pub fn stop(self, signal: libc::c_int) -> (ExitStatus, String) {
+        let stopped = self.stop_counted(signal);
+        (stopped.status, stopped.stderr)
+    }
+
+    /// Sends `signal`, waits for the exit, and returns how it ended with the
+    /// counts of its `stopped` record (`Value::Null` when it wrote none, or
+    /// wrote it where this process cannot read).
+    pub fn stop_counted(mut self, signal: libc::c_int) -> Stopped {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: plain syscall on our own child.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let status = wait_timeout(&mut self.child, TIMEOUT).expect("connect-trace did not stop");
         let stderr: Vec<String> = self.stderr.try_iter().collect();
-        (status, stderr.join("\n"))
+        let last = match (&self.output, &self.stdout) {
+            (Some(path), _) => records_in(path).pop(),
+            (None, Some(stdout)) => {
+                // The reader thread sees EOF shortly after the exit.
+                let lines: Vec<String> =
+                    std::iter::from_fn(|| stdout.recv_timeout(Duration::from_secs(1)).ok())
+                        .collect();
+                lines.last().map(|line| serde_json::from_str(line).unwrap())
+            }
+            (None, None) => None,
+        };
+        let delivery = match last {
+            Some(record) if record["type"] == "stopped" => record["delivery"].clone(),
+            _ => Value::Null,
+        };
+        Stopped {
+            status,
+            stderr: stderr.join("\n"),
+            delivery,
+        }
     }
+}
+
+/// The whole `/metrics` text on `port`; `None` when nothing answers. (The
+/// scrape is itself a connect(), which a daemon tracing this process sees.)
+pub fn metrics(port: u16) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The sum of the samples of `series` in a `/metrics` text.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The sum of the samples of `series` at `/metrics` on `port`; `None` when
+/// nothing answers.
+pub fn scrape(port: u16, series: &str) -> Option<f64> {
+    metrics(port).map(|text| sample(&text, series))
 }
 
 impl Drop for Daemon {
@@ -149,20 +319,6 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
         // deadline, and the check is cheap.
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// "… with programs [12, 13]; …" → [12, 13]
-pub fn parse_program_ids(banner: &str) -> Vec<u32> {
-    let Some(start) = banner.find('[') else {
-        return Vec::new();
-    };
-    let Some(end) = banner[start..].find(']') else {
-        return Vec::new();
-    };
-    banner[start + 1..start + end]
-        .split(',')
-        .filter_map(|id| id.trim().parse().ok())
-        .collect()
 }
 
 pub fn loaded_program_ids() -> Vec<u32> {

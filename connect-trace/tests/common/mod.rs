@@ -9,19 +9,22 @@
 pub mod daemon;
 
 use std::{
+    cell::RefCell,
     mem::{size_of, zeroed},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use connect_trace::{
-    attempt::ConnectAttempt,
-    clock::WallClock,
-    probe::{Tracer, TracerConfig},
-    reader::EventReader,
-    record::Record,
-    resolve::{ResolvedAttempt, Resolver, ResolverConfig},
+    decode::{ConnectAttempt, Record},
+    delivery::{Delivery, Ledger},
+    export::{Sink, SinkError},
+    kernel::{Tracer, TracerConfig},
+    pipeline::{Pipeline, PipelineConfig, reader::EventReader},
+    resolve::{ResolvedAttempt, ResolverConfig},
 };
 
 /// How long a test waits for a record before it fails.
@@ -44,15 +47,25 @@ pub fn gettid() -> u32 {
     u32::try_from(tid).expect("thread ids are positive")
 }
 
-/// A tracer on this process with a reader and a runtime to wait in. It
-/// keeps both the raw calls and the resolved attempts.
+/// A sink that keeps every resolved attempt, for tests to look at.
+struct Keep(Rc<RefCell<Vec<ResolvedAttempt>>>);
+
+impl Sink for Keep {
+    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError> {
+        self.0.borrow_mut().push(*resolved);
+        Ok(())
+    }
+}
+
+/// A tracer on this process with the daemon's own pipeline and a runtime
+/// to wait in. It keeps both the raw calls and the resolved attempts.
 pub struct Traced {
     runtime: tokio::runtime::Runtime,
     pub tracer: Tracer,
     reader: EventReader,
-    resolver: Resolver,
+    pipeline: Pipeline,
     seen: Vec<ConnectAttempt>,
-    resolved: Vec<ResolvedAttempt>,
+    resolved: Rc<RefCell<Vec<ResolvedAttempt>>>,
 }
 
 impl Traced {
@@ -82,39 +95,56 @@ impl Traced {
         let reader = runtime
             .block_on(async { EventReader::new(ring, Duration::from_millis(5)) })
             .expect("reader");
+        let resolved = Rc::new(RefCell::new(Vec::new()));
+        let pipeline = Pipeline::new(
+            PipelineConfig {
+                resolver,
+                ..PipelineConfig::default()
+            },
+            tracer.stats(),
+            Arc::new(Ledger::default()),
+            vec![Box::new(Keep(Rc::clone(&resolved)))],
+        );
         Self {
             runtime,
             tracer,
             reader,
-            resolver: Resolver::new(resolver),
+            pipeline,
             seen: Vec::new(),
-            resolved: Vec::new(),
+            resolved,
         }
     }
 
-    /// Takes whatever is waiting in the ring buffer.
+    /// Takes whatever is waiting in the ring buffer through the pipeline.
     fn collect(&mut self) {
-        let now = WallClock::monotonic_now_ns();
-        let Self {
-            reader,
-            resolver,
-            seen,
-            resolved,
-            ..
-        } = self;
-        let mut keep = |r: &ResolvedAttempt| {
-            resolved.push(*r);
-            Ok::<_, ()>(())
-        };
-        reader
-            .drain(|record| {
+        let seen = &mut self.seen;
+        self.pipeline
+            .drain(&mut self.reader, |record| {
                 if let Record::Connect(attempt) = record {
                     seen.push(*attempt);
                 }
-                resolver.on_record(record, now, &mut keep)
             })
             .expect("drain");
-        resolver.expire(now, &mut keep).expect("expire");
+        self.pipeline.expire().expect("expire");
+    }
+
+    /// Every count the daemon would report now.
+    pub fn delivery(&self) -> Delivery {
+        self.pipeline.delivery().expect("reading the counts")
+    }
+
+    /// The kernel's exact counts of attempts.
+    pub fn kernel_outcomes(&self) -> connect_trace::kernel::OutcomeTally {
+        self.tracer
+            .stats()
+            .outcomes()
+            .expect("reading the kernel's counts")
+    }
+
+    /// Every resolved attempt so far, from any thread.
+    pub fn resolved(&mut self) -> Vec<ResolvedAttempt> {
+        self.collect();
+        self.resolved.borrow().clone()
     }
 
     /// Waits until `count` resolved attempts from thread `tid` are in and
@@ -130,6 +160,7 @@ impl Traced {
             self.collect();
             let mine: Vec<_> = self
                 .resolved
+                .borrow()
                 .iter()
                 .filter(|r| r.attempt.tid() == tid)
                 .copied()
@@ -143,17 +174,15 @@ impl Traced {
         }
     }
 
-    /// Reports everything still pending as in progress (as at shutdown).
+    /// Reports everything still pending as in progress (as at shutdown),
+    /// and returns what that resolved.
     pub fn finish(&mut self) -> Vec<ResolvedAttempt> {
         self.collect();
-        let mut out = Vec::new();
-        self.resolver
-            .finish(&mut |r| {
-                out.push(*r);
-                Ok::<_, ()>(())
-            })
-            .expect("finish");
-        out
+        let before = self.resolved.borrow().len();
+        self.pipeline
+            .stop(&mut self.reader, false)
+            .expect("stopping the pipeline");
+        self.resolved.borrow()[before..].to_vec()
     }
 
     fn wait_until(&mut self, deadline: Instant, failure: impl FnOnce() -> String) {
@@ -234,8 +263,8 @@ impl RawAddr {
     }
 
     fn zeroed() -> Self {
-        // SAFETY: sockaddr_storage is plain old data.
         Self {
+            // SAFETY: sockaddr_storage is plain old data.
             storage: unsafe { zeroed() },
             len: 0,
         }
@@ -359,4 +388,49 @@ pub fn in_dropping_netns<T: Send + 'static>(client: impl FnOnce() -> T + Send + 
     })
     .join()
     .unwrap()
+}
+
+/// Waits until `fd` is writable (its non-blocking connect has ended).
+pub fn wait_writable(fd: &OwnedFd) {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; bounded wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 5_000) };
+    assert_eq!(ready, 1, "the connect never ended");
+}
+
+pub extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a SIGUSR1 handler without SA_RESTART, so a blocking call that
+/// it interrupts returns EINTR.
+pub fn install_interrupting_handler() {
+    // SAFETY: a valid handler that does nothing; flags 0 (no SA_RESTART).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Waits until thread `tid` of this process is blocked in connect(2).
+pub fn wait_blocked_in_connect(tid: u32) {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let prefix = format!("{} ", libc::SYS_connect);
+    let deadline = Instant::now() + RECORD_TIMEOUT;
+    while !std::fs::read_to_string(&path).is_ok_and(|text| text.starts_with(&prefix)) {
+        assert!(
+            Instant::now() < deadline,
+            "thread {tid} never blocked in connect"
+        );
+        // Nothing to wait on: the kernel publishes this state only here.
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

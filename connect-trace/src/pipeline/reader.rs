@@ -13,7 +13,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval},
 };
 
-use crate::record::Record;
+use crate::decode::Record;
 
 /// How often the ring buffer is drained when nothing wakes the reader.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -22,7 +22,15 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     poll: Interval,
-    undecodable: u64,
+}
+
+/// What one [`EventReader::drain`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Records decoded and handed on.
+    pub records: u64,
+    /// Records skipped because they did not decode (an ABI mismatch).
+    pub undecodable: u64,
 }
 
 impl EventReader {
@@ -35,11 +43,7 @@ impl EventReader {
         // unchanged until the `RingBuf` (owned by the `AsyncFd`) is dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self {
-            ring,
-            poll,
-            undecodable: 0,
-        })
+        Ok(Self { ring, poll })
     }
 
     /// Waits until records may be waiting: the kernel woke us, or the poll
@@ -52,29 +56,23 @@ impl EventReader {
         Ok(())
     }
 
-    /// Hands every waiting record to `on_record`, in order, and returns how
-    /// many there were. Records that do not decode are counted in
-    /// [`EventReader::undecodable`] and skipped.
+    /// Hands every waiting record to `on_record`, in order, and says how
+    /// many there were. Records that do not decode are counted and skipped.
     pub fn drain<E>(
         &mut self,
         mut on_record: impl FnMut(&Record) -> Result<(), E>,
-    ) -> Result<usize, E> {
+    ) -> Result<Drained, E> {
         let ring = self.ring.get_mut();
-        let mut delivered = 0;
+        let mut drained = Drained::default();
         while let Some(item) = ring.next() {
             match Record::decode(&item) {
                 Ok(record) => {
-                    delivered += 1;
+                    drained.records += 1;
                     on_record(&record)?;
                 }
-                Err(_) => self.undecodable += 1,
+                Err(_) => drained.undecodable += 1,
             }
         }
-        Ok(delivered)
-    }
-
-    /// Records skipped because they did not decode (an ABI mismatch).
-    pub const fn undecodable(&self) -> u64 {
-        self.undecodable
+        Ok(drained)
     }
 }

@@ -4,17 +4,21 @@
 //! each request do not justify a web framework; this reads one request
 //! line, answers, and closes. Requests are bounded in size and time.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
-use crate::{
-    clock::WallClock,
-    metrics::{Health, Metrics},
-};
+use super::prometheus::Metrics;
+use crate::clock::WallClock;
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +38,42 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &health)).await;
         });
+    }
+}
+
+/// What `/healthz` reports: the programs are attached and the ring buffer is
+/// being drained.
+#[derive(Debug, Default)]
+pub struct Health {
+    attached: AtomicBool,
+    last_drain_ns: AtomicU64,
+}
+
+impl Health {
+    /// Marks the programs attached or detached.
+    pub fn set_attached(&self, attached: bool) {
+        self.attached.store(attached, Ordering::Relaxed);
+    }
+
+    /// Notes that the ring buffer was drained at monotonic `now_ns`.
+    pub fn drained(&self, now_ns: u64) {
+        self.last_drain_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// `Ok` when healthy at `now_ns`, or why not.
+    pub fn check(&self, now_ns: u64, stale_after_ns: u64) -> Result<(), String> {
+        if !self.attached.load(Ordering::Relaxed) {
+            return Err("the kernel programs are not attached".to_owned());
+        }
+        let last = self.last_drain_ns.load(Ordering::Relaxed);
+        let idle = now_ns.saturating_sub(last);
+        if idle > stale_after_ns {
+            return Err(format!(
+                "the ring buffer has not been drained for {:.1} s",
+                idle as f64 / 1e9
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -95,4 +135,26 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
         stream.write_all(&body).await?;
     }
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_needs_attached_programs_and_a_recent_drain() {
+        let health = Health::default();
+        assert!(health.check(0, 5).unwrap_err().contains("not attached"));
+        health.set_attached(true);
+        health.drained(100);
+        assert_eq!(health.check(103, 5), Ok(()));
+        assert!(
+            health
+                .check(200, 5)
+                .unwrap_err()
+                .contains("not been drained")
+        );
+        health.set_attached(false);
+        assert!(health.check(101, 5).unwrap_err().contains("not attached"));
+    }
 }

@@ -13,13 +13,20 @@ use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 
+pub mod topk;
+pub mod window;
+
 use crate::{
+    decode::{
+        ConnectAttempt,
+        sockaddr::{Address, Family},
+    },
+    delivery::Delivery,
     errno,
     resolve::{Outcome, ResolvedAttempt},
-    sockaddr::{Address, Family},
-    topk::{Counts, TopK},
-    window::{RateWindows, Tally},
 };
+use topk::{Counts, TopK};
+use window::{RateWindows, Tally};
 
 /// Keys kept per dimension; every key with more than 1/`DEFAULT_CAPACITY`
 /// of an interval's failures is guaranteed to be among them.
@@ -80,9 +87,7 @@ impl FailureKind {
     /// The class: the catalog's for an errno, `canceled` for a cancel.
     pub fn class(self) -> Option<&'static str> {
         match self {
-            Self::Errno(number) => {
-                crate::catalog::class_of(number).map(crate::catalog::Class::name)
-            }
+            Self::Errno(number) => errno::class_name(number),
             Self::Canceled => Some("canceled"),
             Self::Unknown => None,
         }
@@ -125,26 +130,6 @@ pub struct Aggregator {
     scratch: String,
 }
 
-/// Side-by-side accounting of the kernel's own counts and what reached the
-/// daemon, since start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    /// Calls that passed the filters, counted in the kernel.
-    pub attempts_counted: u64,
-    /// Failed or canceled attempts, counted in the kernel (exact).
-    pub failures_counted: u64,
-    /// Call records that reached the daemon.
-    pub records_delivered: u64,
-    /// Call records dropped because the ring buffer was full.
-    pub records_lost: u64,
-    /// Handshake outcomes dropped because the ring buffer was full.
-    pub outcomes_lost: u64,
-    /// Records the daemon could not write to its output (disk full, ...).
-    pub records_unwritten: u64,
-    /// Attempts waiting for their handshake to end now.
-    pub pending: u64,
-}
-
 /// A `{"type":"summary"}` record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -152,10 +137,10 @@ pub struct Summary {
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// End of the interval.
-    #[serde(serialize_with = "crate::json::rfc3339")]
+    #[serde(serialize_with = "crate::clock::rfc3339")]
     pub ts: SystemTime,
     /// Start of the interval.
-    #[serde(serialize_with = "crate::json::rfc3339")]
+    #[serde(serialize_with = "crate::clock::rfc3339")]
     pub interval_start: SystemTime,
     /// Seconds the interval lasted.
     pub interval_s: f64,
@@ -467,7 +452,7 @@ fn other<K: std::hash::Hash + Ord + Clone>(top: &TopK<K>) -> Other {
 
 /// Writes the destination of `attempt` as a key: `1.2.3.4:80`, `[::1]:80`,
 /// a unix path or `@name`, `unspec`, `family:N`, or `unknown`.
-pub fn destination_key(out: &mut String, attempt: &crate::attempt::ConnectAttempt) {
+pub fn destination_key(out: &mut String, attempt: &ConnectAttempt) {
     let destination = attempt.destination();
     let port = destination.port.unwrap_or(0);
     // Writing to a String cannot fail.
@@ -486,10 +471,10 @@ pub fn destination_key(out: &mut String, attempt: &crate::attempt::ConnectAttemp
 mod tests {
     use std::time::Duration;
 
-    use connect_trace_common::ConnectRecord;
+    use connect_trace_common::abi::ConnectRecord;
 
     use super::*;
-    use crate::attempt::{ConnectAttempt, tests::sample_record};
+    use crate::decode::attempt::tests::sample_record;
 
     fn resolved(port: u16, comm: &[u8], outcome: Outcome, repeat: bool) -> ResolvedAttempt {
         let mut raw: ConnectRecord = sample_record();

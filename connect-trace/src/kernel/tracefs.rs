@@ -16,7 +16,7 @@ use thiserror::Error;
 /// Where tracefs lives on current kernels.
 pub const DEFAULT_MOUNT: &str = "/sys/kernel/tracing";
 /// Where it lives when only debugfs exposes it.
-const DEBUGFS_MOUNT: &str = "/sys/kernel/debug/tracing";
+pub const DEBUGFS_MOUNT: &str = "/sys/kernel/debug/tracing";
 
 /// Problems with tracefs.
 #[derive(Debug, Error)]

@@ -7,16 +7,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use connect_trace_common::{SOCKADDR_MAX, addr_flags};
-
-/// `AF_UNSPEC`.
-pub const AF_UNSPEC: u16 = 0;
-/// `AF_UNIX` (`AF_LOCAL`).
-pub const AF_UNIX: u16 = 1;
-/// `AF_INET`.
-pub const AF_INET: u16 = 2;
-/// `AF_INET6`.
-pub const AF_INET6: u16 = 10;
+use connect_trace_common::abi::{SOCKADDR_MAX, addr_flags};
+pub use connect_trace_common::family::{AF_INET, AF_INET6, AF_UNIX, AF_UNSPEC};
 
 /// `sizeof(struct sockaddr_in)`.
 const SOCKADDR_IN_LEN: usize = 16;

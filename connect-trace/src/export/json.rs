@@ -12,12 +12,10 @@ use std::{borrow::Cow, fmt::Write as _, io};
 use serde::{Serialize, Serializer};
 
 use crate::{
-    aggregate::Summary,
-    catalog,
     clock::WallClock,
+    decode::sockaddr::{Address, Family},
     errno,
     resolve::ResolvedAttempt,
-    sockaddr::{Address, Family},
 };
 
 /// Renders attempts as JSON Lines into a byte buffer.
@@ -112,12 +110,12 @@ impl JsonLines {
             ret: attempt.ret(),
             errno,
             errno_name: errno::name(errno),
-            errno_class: class_name(errno),
+            errno_class: errno::class_name(errno),
             latency_ns: attempt.latency_ns(),
             outcome: resolved.outcome.name(),
             final_errno,
             final_errno_name: final_errno.and_then(errno::name),
-            final_errno_class: final_errno.and_then(class_name),
+            final_errno_class: final_errno.and_then(errno::class_name),
             handshake_ns: resolved.handshake_ns,
             repeat: resolved.repeat,
         };
@@ -163,24 +161,10 @@ struct ConnectLine<'a> {
     repeat: bool,
 }
 
-/// The catalog class of an errno (`refused`, `timeout`, ...); `None` for 0
-/// and for errnos connect() is not documented to return.
-fn class_name(errno: i32) -> Option<&'static str> {
-    catalog::class_of(errno).map(catalog::Class::name)
-}
-
-/// Serializes a timestamp as RFC 3339 UTC with nanoseconds, written straight
-/// into the output without an intermediate `String`.
-pub(crate) fn rfc3339<S: Serializer>(
-    time: &std::time::SystemTime,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_nanos(*time))
-}
-
-/// Appends one `{"type":"summary"}` line (schema: `docs/json-schema.md`).
-pub fn write_summary<W: io::Write>(out: &mut W, summary: &Summary) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, summary)?;
+/// Appends one line for a record other than `connect` (`summary`,
+/// `started`, `stopped`; schema: `docs/json-schema.md`).
+pub fn write_line<W: io::Write, T: Serialize>(out: &mut W, record: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, record)?;
     out.write_all(b"\n")
 }
 
@@ -249,14 +233,17 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use connect_trace_common::{COMM_LEN, ConnectRecord};
+    use connect_trace_common::abi::{COMM_LEN, ConnectRecord};
     use serde_json::Value;
 
     use super::*;
     use crate::{
-        attempt::{ConnectAttempt, tests::sample_record},
+        decode::{
+            ConnectAttempt,
+            attempt::tests::sample_record,
+            sockaddr::{self},
+        },
         resolve::Outcome,
-        sockaddr,
     };
 
     fn render(record: ConnectRecord) -> (String, Value) {
@@ -493,7 +480,7 @@ mod tests {
     #[test]
     fn unreadable_and_bad_length_addresses() {
         let mut record = sample_record();
-        record.addr_flags = connect_trace_common::addr_flags::UNREADABLE;
+        record.addr_flags = connect_trace_common::abi::addr_flags::UNREADABLE;
         let (_, value) = render(record);
         assert_eq!(value["family"], Value::Null);
         assert_eq!(value["addr"], Value::Null);

@@ -3,18 +3,24 @@
 //!
 //! Dropping a [`Tracer`] detaches and unloads everything it loaded.
 
+use std::sync::Arc;
+
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
-use connect_trace_common::{SK_ERR_UNKNOWN, counter, global, layout, map, outcome_count, program};
+use connect_trace_common::{
+    config::{self, Config, TracepointOffsets},
+    names::{map, program},
+};
 use thiserror::Error;
 
-use crate::{
-    btf::{self, Btf, BtfError},
-    kernel_counts::OutcomeTally,
+use super::{
+    btf::{self, Btf},
+    counters::KernelStats,
     privileges,
+    requirements::{self, BtfMember, INET_SOCK_SET_STATE, SYS_ENTER_CONNECT, SYS_EXIT_CONNECT},
     tracefs::{Tracefs, TracefsError},
 };
 
@@ -22,9 +28,13 @@ use crate::{
 /// `build.rs`.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/connect-trace"));
 
-/// Default ring buffer size: about 20,000 records of 208 bytes, or 200 ms
-/// of a 100,000 connects/s burst between two polls.
+/// Default ring buffer size: about 16,000 call records of 248 bytes, or
+/// 160 ms of a 100,000 connects/s burst between two polls.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
+
+/// The largest ring buffer accepted: 256 MiB of kernel memory that cannot
+/// be swapped out, more than a second of the fastest burst measured here.
+pub const MAX_RING_BUFFER_BYTES: u32 = 256 * 1024 * 1024;
 
 const PAGE_SIZE: u32 = 4096;
 
@@ -63,10 +73,12 @@ pub enum LoadError {
     #[error("connect-trace needs root, or {}; this process lacks {}", "CAP_BPF and CAP_PERFMON (and CAP_DAC_READ_SEARCH when not uid 0)", .missing.join(" and "))]
     MissingPrivileges {
         /// Names of the missing capabilities.
-        missing: Vec<&'static str>,
+        missing: Vec<String>,
     },
     /// The ring buffer size is not one the kernel accepts.
-    #[error("ring buffer size {bytes} must be a power of two and at least {PAGE_SIZE} bytes")]
+    #[error(
+        "ring buffer size {bytes} must be a power of two from {PAGE_SIZE} to {MAX_RING_BUFFER_BYTES} bytes"
+    )]
     RingBufferSize {
         /// The size asked for.
         bytes: u32,
@@ -102,41 +114,20 @@ pub enum LoadError {
     MissingMap(&'static str),
 }
 
-/// Counters kept by the kernel programs, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Calls that passed the filters and produced a record.
-    pub attempts: u64,
-    /// Records dropped because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Exits seen without a matching entry (in flight when attached).
-    pub exit_without_entry: u64,
-    /// Entries the in-flight map refused.
-    pub in_flight_full: u64,
-    /// Handshakes not followed because the pending map was full.
-    pub pending_full: u64,
-    /// Handshake outcomes dropped because the ring buffer was full.
-    pub outcome_ringbuf_full: u64,
-}
-
 /// The loaded and attached kernel programs.
 pub struct Tracer {
     ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
-    outcomes: PerCpuArray<MapData, u64>,
+    stats: Arc<KernelStats>,
     program_ids: Vec<u32>,
-    btf_problem: Option<BtfError>,
+    btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
 }
 
 /// The syscall programs and the tracepoints they attach to.
-const SYSCALL_PROGRAMS: [(&str, &str, &str); 2] = [
-    (program::ENTER_CONNECT, "syscalls", "sys_enter_connect"),
-    (program::EXIT_CONNECT, "syscalls", "sys_exit_connect"),
+const SYSCALL_PROGRAMS: [(&str, requirements::Tracepoint); 2] = [
+    (program::ENTER_CONNECT, SYS_ENTER_CONNECT),
+    (program::EXIT_CONNECT, SYS_EXIT_CONNECT),
 ];
-
-/// Where TCP state changes are seen.
-const STATE_TRACEPOINT: &str = "inet_sock_set_state";
 
 fn program_error(
     action: &'static str,
@@ -228,81 +219,46 @@ impl Tracer {
         let missing = privileges::missing_for_tracing();
         if !missing.is_empty() {
             return Err(LoadError::MissingPrivileges {
-                missing: missing.iter().map(|cap| cap.name).collect(),
+                missing: missing.iter().map(ToString::to_string).collect(),
             });
         }
         let bytes = config.ring_buffer_bytes;
-        if !bytes.is_power_of_two() || bytes < PAGE_SIZE {
+        if !bytes.is_power_of_two() || !(PAGE_SIZE..=MAX_RING_BUFFER_BYTES).contains(&bytes) {
             return Err(LoadError::RingBufferSize { bytes });
         }
         let tracefs = Tracefs::find_or_mount()?;
-        let enter_fd = tracefs.field_offset("syscalls", "sys_enter_connect", "fd")?;
-        let enter_addr = tracefs.field_offset("syscalls", "sys_enter_connect", "uservaddr")?;
-        let enter_addrlen = tracefs.field_offset("syscalls", "sys_enter_connect", "addrlen")?;
-        let exit_ret = tracefs.field_offset("syscalls", "sys_exit_connect", "ret")?;
-        let state = |field| tracefs.field_offset("sock", "inet_sock_set_state", field);
-        let (skaddr, old, new, protocol) = (
-            state("skaddr")?,
-            state("oldstate")?,
-            state("newstate")?,
-            state("protocol")?,
-        );
-        let found = [
-            enter_fd,
-            enter_addr,
-            enter_addrlen,
-            exit_ret,
-            skaddr,
-            old,
-            new,
-            protocol,
-        ];
-        let usual = [
-            layout::ENTER_FD,
-            layout::ENTER_ADDR,
-            layout::ENTER_ADDRLEN,
-            layout::EXIT_RET,
-            layout::STATE_SKADDR,
-            layout::STATE_OLD,
-            layout::STATE_NEW,
-            layout::STATE_PROTOCOL,
-        ]
-        .map(|offset| offset as u32);
-        let layout_usual = u32::from(found == usual && !config.fallback_paths_only);
+        let tracepoints = requirements::tracepoint_offsets(&tracefs)?;
+        let layout_usual =
+            u32::from(tracepoints == TracepointOffsets::USUAL && !config.fallback_paths_only);
         // Without BTF the handshakes are still followed, but a failed one
-        // cannot say why; `Tracer::btf_problem` reports that.
-        let (sk_err, btf_problem) = match Btf::from_file(std::path::Path::new(btf::VMLINUX))
-            .and_then(|btf| btf.member_offset("sock", "sk_err"))
-        {
-            Ok(offset) => (offset, None),
-            Err(problem) => (SK_ERR_UNKNOWN, Some(problem)),
+        // cannot say why; `Tracer::btf_problems` says what is lost.
+        let btf = Btf::from_file(std::path::Path::new(btf::VMLINUX));
+        let (kernel, btf_problems) = requirements::kernel_offsets(btf.as_ref());
+        let settings = Config {
+            filter_tgid: config.pid.unwrap_or(0),
+            failures_only: u32::from(config.failures_only),
+            // Wake the reader early once a quarter of the buffer is queued.
+            wakeup_bytes: u64::from(bytes / 4),
+            layout_usual,
+            reserved: 0,
+            tracepoints,
+            kernel,
         };
-        let filter_tgid = config.pid.unwrap_or(0);
-        let failures_only = u32::from(config.failures_only);
-        // Wake the reader early once a quarter of the buffer is queued.
-        let wakeup_bytes = u64::from(bytes / 4);
 
         let mut ebpf = EbpfLoader::new()
-            .override_global(global::FILTER_TGID, &filter_tgid, true)
-            .override_global(global::FAILURES_ONLY, &failures_only, true)
-            .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
-            .override_global(global::ENTER_FD_OFFSET, &enter_fd, true)
-            .override_global(global::ENTER_ADDR_OFFSET, &enter_addr, true)
-            .override_global(global::ENTER_ADDRLEN_OFFSET, &enter_addrlen, true)
-            .override_global(global::EXIT_RET_OFFSET, &exit_ret, true)
-            .override_global(global::STATE_SKADDR_OFFSET, &skaddr, true)
-            .override_global(global::STATE_OLD_OFFSET, &old, true)
-            .override_global(global::STATE_NEW_OFFSET, &new, true)
-            .override_global(global::STATE_PROTOCOL_OFFSET, &protocol, true)
-            .override_global(global::SK_ERR_OFFSET, &sk_err, true)
-            .override_global(global::LAYOUT_USUAL, &layout_usual, true)
+            .override_global(config::GLOBAL, &settings, true)
             .map_max_entries(map::EVENTS, bytes)
             .load(PROGRAMS)
             .map_err(LoadError::Load)?;
 
         let mut program_ids = Vec::new();
-        for (name, category, tracepoint) in SYSCALL_PROGRAMS {
-            program_ids.push(attach_tracepoint(&mut ebpf, name, category, tracepoint)?);
+        for (name, tracepoint) in SYSCALL_PROGRAMS {
+            program_ids.push(attach_tracepoint(
+                &mut ebpf,
+                name,
+                tracepoint.category,
+                tracepoint.name,
+            )?);
         }
         // The raw tracepoint spares the kernel building a record on every
         // TCP state change; the classic one is the fallback.
@@ -313,39 +269,30 @@ impl Tracer {
                 source: ProgramError::NotLoaded,
             })
         } else {
-            attach_raw_tracepoint(&mut ebpf, program::SOCK_STATE_RAW, STATE_TRACEPOINT)
+            attach_raw_tracepoint(&mut ebpf, program::SOCK_STATE_RAW, INET_SOCK_SET_STATE.name)
         };
         let (state_program, handshake_hook) = match raw {
             Ok(id) => (id, "raw tracepoint inet_sock_set_state"),
             Err(error) => {
                 tracing::debug!("raw tracepoint unavailable ({error}); using the classic one");
-                let id =
-                    attach_tracepoint(&mut ebpf, program::SOCK_STATE, "sock", STATE_TRACEPOINT)?;
+                let id = attach_tracepoint(
+                    &mut ebpf,
+                    program::SOCK_STATE,
+                    INET_SOCK_SET_STATE.category,
+                    INET_SOCK_SET_STATE.name,
+                )?;
                 (id, "tracepoint sock/inet_sock_set_state")
             }
         };
         program_ids.push(state_program);
 
-        let counters = ebpf
-            .take_map(map::COUNTERS)
-            .ok_or(LoadError::MissingMap(map::COUNTERS))?;
-        let counters = PerCpuArray::try_from(counters).map_err(|source| LoadError::Map {
-            name: map::COUNTERS,
-            source,
-        })?;
-        let outcomes = ebpf
-            .take_map(map::OUTCOMES)
-            .ok_or(LoadError::MissingMap(map::OUTCOMES))?;
-        let outcomes = PerCpuArray::try_from(outcomes).map_err(|source| LoadError::Map {
-            name: map::OUTCOMES,
-            source,
-        })?;
+        let counters = take_per_cpu_array(&mut ebpf, map::COUNTERS)?;
+        let outcomes = take_per_cpu_array(&mut ebpf, map::OUTCOMES)?;
         Ok(Self {
             ebpf,
-            counters,
-            outcomes,
+            stats: Arc::new(KernelStats::new(counters, outcomes)),
             program_ids,
-            btf_problem,
+            btf_problems,
             handshake_hook,
         })
     }
@@ -375,32 +322,23 @@ impl Tracer {
         self.handshake_hook
     }
 
-    /// Why failed handshakes will be reported without their error, if the
-    /// kernel's BTF could not tell where `sock.sk_err` is.
-    pub fn btf_problem(&self) -> Option<&BtfError> {
-        self.btf_problem.as_ref()
+    /// The kernel struct members BTF could not locate, with why, and what
+    /// each costs ([`BtfMember::without`]); empty on a kernel with BTF.
+    pub fn btf_problems(&self) -> &[(BtfMember, String)] {
+        &self.btf_problems
     }
 
-    /// Reads the kernel's exact counts of attempts by family and outcome.
-    pub fn outcome_counts(&self) -> Result<OutcomeTally, MapError> {
-        let slots = (0..outcome_count::SLOTS)
-            .map(|slot| Ok(self.outcomes.get(&slot, 0)?.iter().sum()))
-            .collect::<Result<Vec<u64>, MapError>>()?;
-        Ok(OutcomeTally::from_slots(slots))
+    /// The programs' counters, readable for as long as any holder keeps
+    /// them, after the programs are detached too.
+    pub fn stats(&self) -> Arc<KernelStats> {
+        Arc::clone(&self.stats)
     }
+}
 
-    /// Reads the kernel counters.
-    pub fn counters(&self) -> Result<KernelCounters, MapError> {
-        let read =
-            |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
-        debug_assert_eq!(counter::COUNT, 6);
-        Ok(KernelCounters {
-            attempts: read(counter::ATTEMPTS)?,
-            ringbuf_full: read(counter::RINGBUF_FULL)?,
-            exit_without_entry: read(counter::EXIT_WITHOUT_ENTRY)?,
-            in_flight_full: read(counter::IN_FLIGHT_FULL)?,
-            pending_full: read(counter::PENDING_FULL)?,
-            outcome_ringbuf_full: read(counter::OUTCOME_RINGBUF_FULL)?,
-        })
-    }
+fn take_per_cpu_array(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    PerCpuArray::try_from(map).map_err(|source| LoadError::Map { name, source })
 }

@@ -793,8 +793,8 @@ mod tests {
     /// docs/errno-catalog.md is the catalog as a table; it must not drift.
     #[test]
     fn the_documentation_table_matches_the_catalog() {
-        let doc = include_str!("../../docs/errno-catalog.md");
-        let tests = include_str!("../tests/errno_provocation.rs");
+        let doc = include_str!("../../../docs/errno-catalog.md");
+        let tests = include_str!("../../tests/errno_provocation.rs");
         let rows: Vec<Vec<&str>> = doc
             .lines()
             .filter(|line| line.starts_with("| `E"))

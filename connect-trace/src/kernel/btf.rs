@@ -1,11 +1,17 @@
-//! Just enough of a BTF reader to find where a field of a kernel struct
+//! Just enough of a BTF reader to find where a member of a kernel struct
 //! lives on the running kernel.
 //!
-//! Rust eBPF programs cannot carry CO-RE relocations yet, so the one kernel
-//! struct field the programs read (`struct sock`'s `sk_err`, for a failed
-//! handshake's error) is located here, in `/sys/kernel/btf/vmlinux`, at load
-//! time and passed to the programs as a global. Nothing about this kernel's
-//! layout is compiled in.
+//! Rust eBPF programs cannot carry CO-RE relocations yet, so the kernel
+//! struct members the programs read (listed in
+//! [`super::requirements::BTF_MEMBERS`]) are located here, in
+//! `/sys/kernel/btf/vmlinux`, at load time and passed to the programs in
+//! their configuration. Nothing about this kernel's layout is compiled in.
+//!
+//! Why not a crate: aya-obj parses BTF but keeps member offsets private,
+//! and btf-rs is LGPL-licensed; finding a member offset takes this much.
+//! BTF records have kind-specific lengths, so a record of a kind newer than
+//! this reader cannot be stepped over: the index then stops there, and the
+//! types before it (which include the old core structs) stay usable.
 
 use std::{fs, io, path::Path};
 
@@ -33,20 +39,27 @@ pub enum BtfError {
     #[error("kernel BTF is malformed: {0}")]
     Malformed(&'static str),
     /// The struct or field does not exist.
-    #[error("kernel BTF has no field {field} in struct {name}")]
+    #[error("kernel BTF has no field {field} in struct {name}{}", .unread.map(|(kind, id)| format!(" (types from id {id} on were not read: kind {kind} is newer than this reader)")).unwrap_or_default())]
     NotFound {
         /// The struct.
         name: String,
         /// The field.
         field: String,
+        /// The kind and id of the first type record this reader could not
+        /// step over, if any: the struct may be beyond it.
+        unread: Option<(u32, usize)>,
     },
 }
 
 /// Parsed BTF type and string sections.
 pub struct Btf {
     data: Vec<u8>,
-    types: std::ops::Range<usize>,
     strings: std::ops::Range<usize>,
+    /// Offsets (into `data`) of every type record read; index = type id - 1.
+    index: Vec<usize>,
+    /// The kind and id of the first record of an unknown kind, where the
+    /// index stops.
+    unread: Option<(u32, usize)>,
 }
 
 /// One struct or union member.
@@ -86,11 +99,14 @@ impl Btf {
         if types.end > data.len() || strings.end > data.len() {
             return Err(BtfError::Malformed("sections run past the end"));
         }
-        Ok(Self {
+        let mut btf = Self {
             data,
-            types,
             strings,
-        })
+            index: Vec::new(),
+            unread: None,
+        };
+        btf.build_index(types);
+        Ok(btf)
     }
 
     /// The byte offset of `field` in `struct name`, looking through
@@ -99,33 +115,30 @@ impl Btf {
         let not_found = || BtfError::NotFound {
             name: name.to_owned(),
             field: field.to_owned(),
+            unread: self.unread,
         };
-        let index = self.index()?;
-        let id = index
+        let id = self
+            .index
             .iter()
-            .enumerate()
-            .find(|(_, at)| {
-                self.kind(**at) == Some(KIND_STRUCT) && self.name(**at).is_some_and(|n| n == name)
-            })
-            .map(|(id, _)| id)
+            .position(|at| self.kind(*at) == Some(KIND_STRUCT) && self.name(*at) == Some(name))
             .ok_or_else(not_found)?;
-        self.find_member(&index, id, field, 0, 0)
+        self.find_member(&self.index, id, field, 0, 0)
             .map(|bits| bits / 8)
             .ok_or_else(not_found)
     }
 
-    /// Offsets (into `data`) of every type record; index = type id - 1.
-    fn index(&self) -> Result<Vec<usize>, BtfError> {
-        let mut index = Vec::new();
-        let mut at = self.types.start;
-        while at + 12 <= self.types.end {
-            index.push(at);
-            at += 12
-                + self
-                    .trailing_len(at)
-                    .ok_or(BtfError::Malformed("unknown type kind"))?;
+    /// Indexes every type record in `types`, up to the first one of a kind
+    /// this reader does not know.
+    fn build_index(&mut self, types: std::ops::Range<usize>) {
+        let mut at = types.start;
+        while at + 12 <= types.end {
+            let Some(trailing) = self.trailing_len(at) else {
+                self.unread = Some((self.kind(at).unwrap_or(0), self.index.len() + 1));
+                return;
+            };
+            self.index.push(at);
+            at += 12 + trailing;
         }
-        Ok(index)
     }
 
     fn find_member(
@@ -288,6 +301,27 @@ mod tests {
             Err(BtfError::NotFound { .. })
         ));
         assert!(btf.member_offset("task", "a").is_err());
+    }
+
+    #[test]
+    fn a_newer_kind_stops_the_index_but_keeps_what_came_before() {
+        let mut data = sample();
+        // Append a record of kind 31, unknown to this reader, to the type
+        // section (which ends where the strings begin).
+        let type_len = u32::from_ne_bytes(data[12..16].try_into().unwrap());
+        let end = 24 + type_len as usize;
+        let record: Vec<u8> = [0u32, 31 << 24, 0]
+            .iter()
+            .flat_map(|word| word.to_ne_bytes())
+            .collect();
+        data.splice(end..end, record);
+        let grown = type_len + 12;
+        data[12..16].copy_from_slice(&grown.to_ne_bytes());
+        data[16..20].copy_from_slice(&grown.to_ne_bytes());
+        let btf = Btf::parse(data).unwrap();
+        assert_eq!(btf.member_offset("sock", "sk_err").unwrap(), 8);
+        let error = btf.member_offset("task_struct", "files").unwrap_err();
+        assert!(error.to_string().contains("kind 31"), "{error}");
     }
 
     #[test]

@@ -1,12 +1,18 @@
-//! Decoding raw ring buffer records. This is the one place where bytes from
-//! the kernel become Rust values.
+//! Decoding raw ring buffer records: the one place where bytes from the
+//! kernel become Rust values. [`Record::decode`] reads a record's kind and
+//! its fields, [`attempt`] gives them names, and [`sockaddr`] interprets the
+//! destination address the caller passed.
+
+pub mod attempt;
+pub mod sockaddr;
 
 use std::mem::size_of;
 
-use connect_trace_common::record_kind;
+use bytemuck::Pod;
+use connect_trace_common::abi::record_kind;
 use thiserror::Error;
 
-use crate::attempt::{ConnectAttempt, HandshakeOutcome};
+pub use attempt::{ConnectAttempt, HandshakeOutcome};
 
 /// A ring buffer record that could not be decoded. The reader counts these;
 /// they mean the daemon and the kernel program disagree about the ABI.
@@ -30,10 +36,6 @@ pub enum DecodeError {
 
 /// One record from the kernel programs.
 #[derive(Debug, Clone, Copy)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "records live briefly on the stack; boxing would allocate per event on the hot path"
-)]
 pub enum Record {
     /// A connect() call returned.
     Connect(ConnectAttempt),
@@ -52,27 +54,22 @@ impl Record {
     }
 }
 
-/// Reads a plain-old-data ABI struct from the start of `bytes`.
-///
-/// Only for the `#[repr(C)]` integer-only structs of
-/// `connect-trace-common`, for which every bit pattern is valid.
-pub(crate) fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// Reads an ABI struct from the start of `bytes` (any alignment). `Pod`
+/// proves at compile time that every bit pattern is a valid `T`.
+pub(crate) fn read_pod<T: Pod>(bytes: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
-    if bytes.len() < need {
-        return Err(DecodeError::TooShort {
-            len: bytes.len(),
-            need,
-        });
-    }
-    // SAFETY: the length was checked, the read is unaligned, and callers
-    // only name integer-only structs, valid for any bit pattern.
-    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    let too_short = DecodeError::TooShort {
+        len: bytes.len(),
+        need,
+    };
+    let head = bytes.get(..need).ok_or(too_short)?;
+    Ok(bytemuck::pod_read_unaligned(head))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attempt::tests::{bytes_of, sample_record};
+    use crate::decode::attempt::tests::{bytes_of, sample_record};
 
     #[test]
     fn dispatches_on_kind() {
@@ -92,11 +89,11 @@ mod tests {
 
     #[test]
     fn outcome_without_an_outcome_is_inconsistent() {
-        let raw = connect_trace_common::OutcomeRecord {
+        let raw = connect_trace_common::abi::OutcomeRecord {
             kind: record_kind::OUTCOME,
             reserved: 0,
             pid_tgid: 0,
-            handshake: connect_trace_common::Handshake::default(),
+            handshake: connect_trace_common::abi::Handshake::default(),
         };
         assert!(matches!(
             Record::decode(&bytes_of(&raw)),

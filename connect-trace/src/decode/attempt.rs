@@ -1,10 +1,13 @@
-//! Typed connect() attempts and handshake outcomes, as the kernel reported
-//! them (see [`crate::record`] for decoding and [`crate::resolve`] for
-//! joining the two).
+//! Typed connect() calls and handshake outcomes, as the kernel reported
+//! them ([`crate::resolve`] joins the two).
 
-use connect_trace_common::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, connect_flags};
+use connect_trace_common::{
+    abi::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, connect_flags},
+    family,
+    outcome::{self, HandshakeEnd},
+};
 
-use crate::{errno, record::DecodeError, sockaddr};
+use super::{DecodeError, read_pod, sockaddr};
 
 /// One connect() call: who made it, where to, and what it returned.
 #[derive(Clone, Copy)]
@@ -15,7 +18,7 @@ pub struct ConnectAttempt {
 impl ConnectAttempt {
     /// Decodes one ring buffer record of kind `CONNECT`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        crate::record::read_pod(bytes).map(|raw| Self { raw })
+        read_pod(bytes).map(|raw| Self { raw })
     }
 
     /// Wraps a record built elsewhere (tests, replays).
@@ -69,19 +72,26 @@ impl ConnectAttempt {
         self.raw.addrlen
     }
 
+    /// The counting slot of the destination's family, as the kernel's
+    /// exact counts have it (`connect_trace_common::family`).
+    pub fn family_slot(&self) -> u32 {
+        family::slot_of_address(&self.raw.addr, self.raw.addrlen, self.raw.addr_flags)
+    }
+
     /// The destination the caller passed.
     pub fn destination(&self) -> sockaddr::SockAddr<'_> {
         sockaddr::decode(&self.raw.addr, self.raw.addrlen, self.raw.addr_flags)
     }
 
-    /// What connect() returned to the program: 0 or a negated errno.
+    /// What connect() returned to the program: 0 or a negated errno (the
+    /// kernel's restart codes read as `-EINTR`).
     pub fn ret(&self) -> i32 {
-        errno::user_visible_ret(self.raw.ret)
+        -self.errno()
     }
 
     /// The errno the program saw; 0 on success.
     pub fn errno(&self) -> i32 {
-        -self.ret().min(0)
+        outcome::user_errno(i64::from(self.raw.ret))
     }
 
     /// CLOCK_MONOTONIC nanoseconds when the call began.
@@ -94,13 +104,24 @@ impl ConnectAttempt {
         self.raw.latency_ns
     }
 
-    /// The socket (kernel address) if this call sent a TCP SYN; it names
-    /// the handshake that a later [`HandshakeOutcome`] resolves.
-    pub const fn handshake_sock(&self) -> Option<u64> {
+    /// The handshake this call started, if it sent a TCP SYN: the socket
+    /// (kernel address) and when the SYN went out. Together they name the
+    /// attempt that a later [`HandshakeOutcome`] resolves; the socket alone
+    /// does not, since a later socket may reuse its address.
+    pub const fn handshake_id(&self) -> Option<HandshakeId> {
         match self.raw.handshake.sock {
             0 => None,
-            sock => Some(sock),
+            sock => Some(HandshakeId {
+                sock,
+                syn_ns: self.raw.handshake.syn_ns,
+            }),
         }
+    }
+
+    /// The call was made on a socket whose attempt was already under way
+    /// or had just ended (decided in the kernel): not a new attempt.
+    pub const fn is_repeat(&self) -> bool {
+        self.raw.flags & connect_flags::REPEAT != 0
     }
 
     /// The handshake's outcome if it was already known when the call
@@ -116,21 +137,20 @@ impl ConnectAttempt {
     }
 }
 
-/// How a TCP handshake ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeEnd {
-    /// It reached ESTABLISHED.
-    Established,
-    /// It went to CLOSE with this `sk_err`: 0 means the application closed
-    /// the socket; `None` means the error could not be read.
-    Closed(Option<i32>),
+/// Names one TCP handshake: its socket and the time of its SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandshakeId {
+    /// The socket (kernel address).
+    pub sock: u64,
+    /// CLOCK_MONOTONIC nanoseconds when its SYN went out.
+    pub syn_ns: u64,
 }
 
 /// The end of a handshake that a connect() call started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakeOutcome {
-    /// The socket (kernel address).
-    pub sock: u64,
+    /// Which handshake.
+    pub id: HandshakeId,
     /// The process that started it.
     pub pid: u32,
     /// How it ended.
@@ -142,27 +162,19 @@ pub struct HandshakeOutcome {
 impl HandshakeOutcome {
     /// Decodes one ring buffer record of kind `OUTCOME`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let raw: OutcomeRecord = crate::record::read_pod(bytes)?;
+        let raw: OutcomeRecord = read_pod(bytes)?;
         Self::from_handshake(raw.handshake, (raw.pid_tgid >> 32) as u32).ok_or(
             DecodeError::Inconsistent("outcome record without an outcome"),
         )
     }
 
     fn from_handshake(handshake: Handshake, pid: u32) -> Option<Self> {
-        use connect_trace_common::{OUTCOME_ERR_UNKNOWN, tcp_state};
-        if handshake.sock == 0 || handshake.outcome_ns == 0 {
-            return None;
-        }
-        let end = match handshake.outcome_state {
-            tcp_state::ESTABLISHED => HandshakeEnd::Established,
-            tcp_state::CLOSE if handshake.outcome_err == OUTCOME_ERR_UNKNOWN => {
-                HandshakeEnd::Closed(None)
-            }
-            tcp_state::CLOSE => HandshakeEnd::Closed(Some(handshake.outcome_err)),
-            _ => return None,
-        };
+        let end = HandshakeEnd::of(&handshake)?;
         Some(Self {
-            sock: handshake.sock,
+            id: HandshakeId {
+                sock: handshake.sock,
+                syn_ns: handshake.syn_ns,
+            },
             pid,
             end,
             handshake_ns: handshake.outcome_ns.saturating_sub(handshake.syn_ns),
@@ -186,7 +198,7 @@ impl std::fmt::Debug for ConnectAttempt {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use connect_trace_common::{SOCKADDR_MAX, record_kind};
+    use connect_trace_common::abi::{SOCKADDR_MAX, record_kind};
 
     use super::*;
 
@@ -218,13 +230,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The bytes of a `#[repr(C)]` record without padding.
-    pub(crate) fn bytes_of<T: Copy>(record: &T) -> Vec<u8> {
-        // SAFETY: the ABI structs are plain old data without padding.
-        unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(record).cast::<u8>(), size_of::<T>())
-        }
-        .to_vec()
+    /// The bytes of an ABI record.
+    pub(crate) fn bytes_of<T: bytemuck::Pod>(record: &T) -> Vec<u8> {
+        bytemuck::bytes_of(record).to_vec()
     }
 
     #[test]
@@ -251,9 +259,9 @@ pub(crate) mod tests {
 
     #[test]
     fn handshake_outcomes() {
-        use connect_trace_common::tcp_state;
+        use connect_trace_common::abi::tcp_state;
         let mut record = sample_record();
-        assert_eq!(ConnectAttempt::from_record(record).handshake_sock(), None);
+        assert_eq!(ConnectAttempt::from_record(record).handshake_id(), None);
         record.handshake = Handshake {
             sock: 0xffff_8880_0000_1000,
             syn_ns: 1_000,
@@ -262,7 +270,13 @@ pub(crate) mod tests {
             outcome_err: 0,
         };
         let attempt = ConnectAttempt::from_record(record);
-        assert_eq!(attempt.handshake_sock(), Some(0xffff_8880_0000_1000));
+        assert_eq!(
+            attempt.handshake_id(),
+            Some(HandshakeId {
+                sock: 0xffff_8880_0000_1000,
+                syn_ns: 1_000
+            })
+        );
         assert_eq!(attempt.handshake_outcome(), None);
         record.handshake.outcome_ns = 5_000;
         record.handshake.outcome_state = tcp_state::CLOSE;

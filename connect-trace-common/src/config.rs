@@ -1,0 +1,166 @@
+//! The one read-only configuration the loader writes into the programs
+//! before loading them: what to filter, and where the running kernel keeps
+//! the fields the programs read.
+//!
+//! It lives in the object's read-only data. The kernel freezes it at load,
+//! so the verifier knows every value and drops the branches they rule out
+//! (the fallback field reads on a kernel with the usual layout, say).
+
+use bytemuck::{Pod, Zeroable};
+
+/// Name of the [`Config`] global in the eBPF object.
+pub const GLOBAL: &str = "CONFIG";
+
+/// An offset that is not known on this kernel (its BTF is missing or lacks
+/// the member): the programs then do without what it would give.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// Everything the loader tells the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Config {
+    /// Trace only this tgid (process id); 0 traces every process.
+    pub filter_tgid: u32,
+    /// 1 to skip connect() calls that returned 0.
+    pub failures_only: u32,
+    /// Unread bytes in the ring buffer above which a record wakes the
+    /// daemon. Below it records are submitted without a wakeup and the
+    /// daemon finds them on its next poll, which saves most of the
+    /// per-event cost.
+    pub wakeup_bytes: u64,
+    /// 1 when every tracepoint offset equals [`layout`]'s, so the programs
+    /// load fields straight from the context.
+    pub layout_usual: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
+    /// Where the tracepoint fields are, from tracefs.
+    pub tracepoints: TracepointOffsets,
+    /// Where kernel struct members are, from BTF.
+    pub kernel: KernelOffsets,
+}
+
+/// Byte offsets of the tracepoint fields the programs read, from the
+/// running kernel's tracefs `format` files.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct TracepointOffsets {
+    /// `sys_enter_connect.fd`.
+    pub enter_fd: u32,
+    /// `sys_enter_connect.uservaddr`.
+    pub enter_addr: u32,
+    /// `sys_enter_connect.addrlen`.
+    pub enter_addrlen: u32,
+    /// `sys_exit_connect.ret`.
+    pub exit_ret: u32,
+    /// `inet_sock_set_state.skaddr`.
+    pub state_skaddr: u32,
+    /// `inet_sock_set_state.oldstate`.
+    pub state_old: u32,
+    /// `inet_sock_set_state.newstate`.
+    pub state_new: u32,
+    /// `inet_sock_set_state.protocol`.
+    pub state_protocol: u32,
+}
+
+/// Byte offsets of kernel struct members, from the running kernel's BTF;
+/// [`OFFSET_UNKNOWN`] when BTF is missing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct KernelOffsets {
+    /// `struct sock.sk_err`: why a failed handshake failed.
+    pub sock_sk_err: u32,
+    /// `struct task_struct.files`.
+    pub task_files: u32,
+    /// `struct files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `struct fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `struct fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `struct file.private_data` (a `struct socket *` for sockets).
+    pub file_private_data: u32,
+    /// `struct socket.sk`.
+    pub socket_sk: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
+}
+
+impl KernelOffsets {
+    /// Nothing known: no BTF.
+    pub const UNKNOWN: Self = Self {
+        sock_sk_err: OFFSET_UNKNOWN,
+        task_files: OFFSET_UNKNOWN,
+        files_fdt: OFFSET_UNKNOWN,
+        fdtable_max_fds: OFFSET_UNKNOWN,
+        fdtable_fd: OFFSET_UNKNOWN,
+        file_private_data: OFFSET_UNKNOWN,
+        socket_sk: OFFSET_UNKNOWN,
+        reserved: 0,
+    };
+
+    /// Whether the programs can find the socket behind a descriptor (the
+    /// members from `task_struct.files` to `socket.sk` are all known).
+    pub const fn can_find_socket(&self) -> bool {
+        self.task_files != OFFSET_UNKNOWN
+            && self.files_fdt != OFFSET_UNKNOWN
+            && self.fdtable_max_fds != OFFSET_UNKNOWN
+            && self.fdtable_fd != OFFSET_UNKNOWN
+            && self.file_private_data != OFFSET_UNKNOWN
+            && self.socket_sk != OFFSET_UNKNOWN
+    }
+}
+
+/// The usual byte offsets of the tracepoint fields the programs read: those
+/// of every kernel since the tracepoints appeared (the syscall records are
+/// generic, `inet_sock_set_state` has kept its layout since 4.16). The
+/// loader compares them with the running kernel's tracefs formats and, if
+/// any differs, the programs read the fields at the formats' offsets
+/// instead, through a slower helper.
+pub mod layout {
+    /// `sys_enter_connect.fd`.
+    pub const ENTER_FD: usize = 16;
+    /// `sys_enter_connect.uservaddr`.
+    pub const ENTER_ADDR: usize = 24;
+    /// `sys_enter_connect.addrlen`.
+    pub const ENTER_ADDRLEN: usize = 32;
+    /// `sys_exit_connect.ret`.
+    pub const EXIT_RET: usize = 16;
+    /// `inet_sock_set_state.skaddr`.
+    pub const STATE_SKADDR: usize = 8;
+    /// `inet_sock_set_state.oldstate`.
+    pub const STATE_OLD: usize = 16;
+    /// `inet_sock_set_state.newstate`.
+    pub const STATE_NEW: usize = 20;
+    /// `inet_sock_set_state.protocol`.
+    pub const STATE_PROTOCOL: usize = 30;
+}
+
+impl TracepointOffsets {
+    /// The usual offsets ([`layout`]).
+    pub const USUAL: Self = Self {
+        enter_fd: layout::ENTER_FD as u32,
+        enter_addr: layout::ENTER_ADDR as u32,
+        enter_addrlen: layout::ENTER_ADDRLEN as u32,
+        exit_ret: layout::EXIT_RET as u32,
+        state_skaddr: layout::STATE_SKADDR as u32,
+        state_old: layout::STATE_OLD as u32,
+        state_new: layout::STATE_NEW as u32,
+        state_protocol: layout::STATE_PROTOCOL as u32,
+    };
+}
+
+impl Config {
+    /// What the object holds before the loader fills it in: trace
+    /// everything, usual layout, no BTF.
+    pub const DEFAULT: Self = Self {
+        filter_tgid: 0,
+        failures_only: 0,
+        wakeup_bytes: 0,
+        layout_usual: 0,
+        reserved: 0,
+        tracepoints: TracepointOffsets::USUAL,
+        kernel: KernelOffsets::UNKNOWN,
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<Config>() == 88);

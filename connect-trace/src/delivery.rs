@@ -1,0 +1,156 @@
+//! One owner for every count of what happened to the records: what the
+//! kernel counted and lost, what reached the daemon, what it wrote and
+//! could not write, what it gave up waiting for.
+//!
+//! The daemon-side counts live in a [`Ledger`] that the pipeline updates
+//! once per batch; the kernel's are read from its maps when asked. The
+//! final line, the summaries' `delivery`, the `stopped` record and
+//! `/metrics` all report a [`Delivery`] from [`Ledger::snapshot`], so they
+//! cannot disagree.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aya::maps::MapError;
+use serde::Serialize;
+
+use crate::{kernel::KernelStats, resolve::ResolverStats};
+
+/// Every count, since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// Calls that passed the filters, counted in the kernel.
+    pub attempts_counted: u64,
+    /// Failed or canceled attempts, counted in the kernel (exact).
+    pub failures_counted: u64,
+    /// Call records that reached the daemon.
+    pub records_delivered: u64,
+    /// Call records dropped because the ring buffer was full.
+    pub records_lost: u64,
+    /// Handshake outcomes dropped because the ring buffer was full.
+    pub outcomes_lost: u64,
+    /// Records that did not decode (an ABI mismatch; never expected).
+    pub records_undecodable: u64,
+    /// Lines written whole to the output.
+    pub records_written: u64,
+    /// Records the daemon could not write to its output (disk full, ...).
+    pub records_unwritten: u64,
+    /// Attempts waiting for their handshake to end now.
+    pub pending: u64,
+    /// Attempts reported as `in_progress` at `--resolve-timeout`.
+    pub unresolved_timeout: u64,
+    /// Attempts reported as `in_progress` without being followed, because
+    /// a set of pending handshakes (the kernel's or the daemon's) was full.
+    pub unresolved_capacity: u64,
+    /// Handshake outcomes whose call never arrived (lost or filtered).
+    pub outcomes_unmatched: u64,
+    /// connect() calls whose start the kernel did not see (already inside
+    /// connect() when tracing began) or had no room to keep: not reported.
+    pub calls_unseen: u64,
+    /// Recent attempts displaced from the kernel's status-check table
+    /// while a status check could still have come for them.
+    pub status_checks_unmatched: u64,
+}
+
+/// The daemon-side counts, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    records_delivered: AtomicU64,
+    records_undecodable: AtomicU64,
+    records_written: AtomicU64,
+    records_unwritten: AtomicU64,
+    pending: AtomicU64,
+    unresolved_timeout: AtomicU64,
+    unresolved_capacity: AtomicU64,
+    outcomes_unmatched: AtomicU64,
+}
+
+impl Ledger {
+    /// Adds records taken from the ring buffer (calls, and undecodable
+    /// records).
+    pub fn delivered(&self, calls: u64, undecodable: u64) {
+        self.records_delivered.fetch_add(calls, Ordering::Relaxed);
+        self.records_undecodable
+            .fetch_add(undecodable, Ordering::Relaxed);
+    }
+
+    /// Adds what a flush of the output did.
+    pub fn written(&self, written: u64, unwritten: u64) {
+        self.records_written.fetch_add(written, Ordering::Relaxed);
+        self.records_unwritten
+            .fetch_add(unwritten, Ordering::Relaxed);
+    }
+
+    /// Takes the resolver's counts as they are now.
+    pub fn resolver(&self, stats: ResolverStats) {
+        let ResolverStats {
+            pending,
+            evicted,
+            timed_out,
+            unmatched_outcomes,
+        } = stats;
+        self.pending.store(pending as u64, Ordering::Relaxed);
+        self.unresolved_capacity.store(evicted, Ordering::Relaxed);
+        self.unresolved_timeout.store(timed_out, Ordering::Relaxed);
+        self.outcomes_unmatched
+            .store(unmatched_outcomes, Ordering::Relaxed);
+    }
+
+    /// Records written whole so far.
+    pub fn records_written(&self) -> u64 {
+        self.records_written.load(Ordering::Relaxed)
+    }
+
+    /// Every count: the daemon's, and the kernel's read from `kernel` now.
+    pub fn snapshot(&self, kernel: &KernelStats) -> Result<Delivery, MapError> {
+        let counters = kernel.counters()?;
+        let outcomes = kernel.outcomes()?;
+        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        Ok(Delivery {
+            attempts_counted: counters.attempts,
+            failures_counted: outcomes.failures(),
+            records_delivered: load(&self.records_delivered),
+            records_lost: counters.ringbuf_full,
+            outcomes_lost: counters.outcome_ringbuf_full,
+            records_undecodable: load(&self.records_undecodable),
+            records_written: load(&self.records_written),
+            records_unwritten: load(&self.records_unwritten),
+            pending: load(&self.pending),
+            unresolved_timeout: load(&self.unresolved_timeout),
+            unresolved_capacity: load(&self.unresolved_capacity) + counters.pending_full,
+            outcomes_unmatched: load(&self.outcomes_unmatched),
+            calls_unseen: counters.exit_without_entry + counters.in_flight_full,
+            status_checks_unmatched: counters.recent_evicted,
+        })
+    }
+}
+
+impl Delivery {
+    /// The final line on stderr, for people.
+    pub fn describe(&self) -> String {
+        let Self {
+            attempts_counted,
+            failures_counted: _,
+            records_delivered,
+            records_lost,
+            outcomes_lost,
+            records_undecodable,
+            records_written,
+            records_unwritten,
+            pending: _,
+            unresolved_timeout,
+            unresolved_capacity,
+            outcomes_unmatched,
+            calls_unseen,
+            status_checks_unmatched,
+        } = self;
+        format!(
+            "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
+             {records_written} records written, {records_unwritten} not written (output errors), \
+             {records_lost} lost (ring buffer full), {outcomes_lost} outcomes lost, \
+             {records_undecodable} undecodable, {calls_unseen} calls unseen (in connect() at start), \
+             {unresolved_timeout} unresolved at timeout, {unresolved_capacity} not followed (pending sets full), \
+             {outcomes_unmatched} outcomes without their call, \
+             {status_checks_unmatched} status-check entries displaced"
+        )
+    }
+}

@@ -1,0 +1,113 @@
+//! Where resolved attempts go: every destination is a [`Sink`], which the
+//! pipeline drives without knowing what it writes.
+//!
+//! - [`jsonl::JsonLinesSink`]: one JSON line per attempt, summary and
+//!   lifecycle event ([`json`] renders them; [`output`] writes them to
+//!   stdout or a file).
+//! - [`prometheus::PrometheusSink`]: Prometheus metrics, served by [`http`]
+//!   with the delivery counts and the kernel's exact counts read at scrape
+//!   time.
+
+pub mod http;
+pub mod json;
+pub mod jsonl;
+pub mod output;
+pub mod prometheus;
+
+use std::{io, time::SystemTime};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{aggregate::Summary, delivery::Delivery, resolve::ResolvedAttempt};
+
+/// A sink could not take what it was given.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The output was closed by its reader (`| head`): a normal way for the
+    /// daemon to stop, quietly.
+    #[error("{what} was closed")]
+    Closed {
+        /// The output.
+        what: String,
+        /// The error writing it gave.
+        #[source]
+        source: io::Error,
+    },
+    /// The sink failed in a way that should stop the daemon.
+    #[error("{what}: {source}")]
+    Failed {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A destination for what the pipeline produces. Every method but
+/// [`Sink::attempt`] has a default that does nothing.
+pub trait Sink {
+    /// Takes one resolved attempt. Runs once per event: no blocking and as
+    /// little allocation as possible.
+    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError>;
+
+    /// Takes the summary of an interval that just ended.
+    fn summary(&mut self, _summary: &Summary) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Tracing is live.
+    fn started(&mut self, _started: &Started) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The daemon stops; nothing follows.
+    fn stopped(&mut self, _stopped: &Stopped) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// The end of a batch: make what was taken visible.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Reopen files (SIGHUP, after logrotate moved them).
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// The `{"type":"started"}` record: tracing is live.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    /// Always "started".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the programs were attached.
+    #[serde(serialize_with = "crate::clock::rfc3339")]
+    pub ts: SystemTime,
+    /// connect-trace's version.
+    pub version: &'static str,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The kernel ids of the attached programs (`bpftool prog show id N`).
+    pub programs: Vec<u32>,
+    /// The hook that follows TCP handshakes.
+    pub handshake_hook: &'static str,
+    /// Kernel struct members BTF could not locate (empty with BTF).
+    pub btf_missing: Vec<String>,
+}
+
+/// The `{"type":"stopped"}` record: the last line, with every count.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stopped {
+    /// Always "stopped".
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the daemon stopped.
+    #[serde(serialize_with = "crate::clock::rfc3339")]
+    pub ts: SystemTime,
+    /// Every count since start.
+    pub delivery: Delivery,
+}

@@ -1,0 +1,16 @@
+//! Talking to the running kernel: loading the programs and attaching them
+//! ([`Tracer`]), against one list of [`requirements`] whose layouts come
+//! from [`tracefs`] and [`btf`] at load time; the capability rule
+//! ([`privileges`]); and the programs' own counters ([`counters`]).
+
+pub mod btf;
+pub mod counters;
+pub mod privileges;
+pub mod requirements;
+pub mod tracefs;
+mod tracer;
+
+pub use counters::{KernelCounters, KernelStats, OutcomeTally};
+pub use tracer::{
+    DEFAULT_RING_BUFFER_BYTES, LoadError, MAX_RING_BUFFER_BYTES, Tracer, TracerConfig,
+};

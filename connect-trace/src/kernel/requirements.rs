@@ -1,0 +1,197 @@
+//! The one list of what tracing needs from the running kernel: the
+//! tracepoints and the fields read from each, the kernel struct members
+//! read through BTF, and the map types. [`super::Tracer::load`] reads the
+//! running kernel's layout through these lists, and `connect-trace check`
+//! checks the same lists, so the two cannot disagree. The capability rule
+//! is [`super::privileges::missing_for_tracing`].
+
+use aya::maps::MapType;
+use connect_trace_common::config::{KernelOffsets, TracepointOffsets};
+
+use super::{
+    btf::{Btf, BtfError},
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// A tracepoint the programs attach to, and the fields they read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracepoint {
+    /// The tracefs category (`syscalls`, `sock`).
+    pub category: &'static str,
+    /// The tracepoint's name.
+    pub name: &'static str,
+    /// The fields read from its record, by name.
+    pub fields: &'static [&'static str],
+    /// What it gives, for people.
+    pub purpose: &'static str,
+}
+
+/// `syscalls/sys_enter_connect`.
+pub const SYS_ENTER_CONNECT: Tracepoint = Tracepoint {
+    category: "syscalls",
+    name: "sys_enter_connect",
+    fields: &["fd", "uservaddr", "addrlen"],
+    purpose: "each connect() call's arguments",
+};
+
+/// `syscalls/sys_exit_connect`.
+pub const SYS_EXIT_CONNECT: Tracepoint = Tracepoint {
+    category: "syscalls",
+    name: "sys_exit_connect",
+    fields: &["ret"],
+    purpose: "each connect() call's result",
+};
+
+/// `sock/inet_sock_set_state`; attached as a raw tracepoint where the
+/// kernel allows, which passes its arguments without building the record,
+/// but its format is read either way.
+pub const INET_SOCK_SET_STATE: Tracepoint = Tracepoint {
+    category: "sock",
+    name: "inet_sock_set_state",
+    fields: &["skaddr", "oldstate", "newstate", "protocol"],
+    purpose: "how each TCP handshake ends",
+};
+
+/// Every tracepoint, in the order the programs attach.
+pub const TRACEPOINTS: [Tracepoint; 3] = [SYS_ENTER_CONNECT, SYS_EXIT_CONNECT, INET_SOCK_SET_STATE];
+
+/// A kernel struct member whose offset comes from BTF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BtfMember {
+    /// The struct.
+    pub type_name: &'static str,
+    /// The member.
+    pub member: &'static str,
+    /// What is lost without it.
+    pub without: &'static str,
+}
+
+/// Every struct member the programs read. None is required: without BTF
+/// tracing works, with the losses each names.
+pub const BTF_MEMBERS: [BtfMember; 7] = [
+    BtfMember {
+        type_name: "sock",
+        member: "sk_err",
+        without: "failed handshakes are reported with a null error",
+    },
+    BtfMember {
+        type_name: "task_struct",
+        member: "files",
+        without: SOCKET_LOST,
+    },
+    BtfMember {
+        type_name: "files_struct",
+        member: "fdt",
+        without: SOCKET_LOST,
+    },
+    BtfMember {
+        type_name: "fdtable",
+        member: "max_fds",
+        without: SOCKET_LOST,
+    },
+    BtfMember {
+        type_name: "fdtable",
+        member: "fd",
+        without: SOCKET_LOST,
+    },
+    BtfMember {
+        type_name: "file",
+        member: "private_data",
+        without: SOCKET_LOST,
+    },
+    BtfMember {
+        type_name: "socket",
+        member: "sk",
+        without: SOCKET_LOST,
+    },
+];
+
+const SOCKET_LOST: &str =
+    "a status check is matched to its attempt by process and descriptor only, not by socket";
+
+/// The map types the programs use, with what each holds.
+pub const MAP_TYPES: [(MapType, &str); 4] = [
+    (MapType::RingBuf, "records for the daemon (Linux 5.8)"),
+    (MapType::Hash, "calls and handshakes under way"),
+    (MapType::Array, "recent attempts, for status checks"),
+    (MapType::PerCpuArray, "counters"),
+];
+
+/// Reads the offset of every field of [`TRACEPOINTS`] from `tracefs`.
+pub fn tracepoint_offsets(tracefs: &Tracefs) -> Result<TracepointOffsets, TracefsError> {
+    let field = |tracepoint: Tracepoint, name: &str| {
+        tracefs.field_offset(tracepoint.category, tracepoint.name, name)
+    };
+    Ok(TracepointOffsets {
+        enter_fd: field(SYS_ENTER_CONNECT, "fd")?,
+        enter_addr: field(SYS_ENTER_CONNECT, "uservaddr")?,
+        enter_addrlen: field(SYS_ENTER_CONNECT, "addrlen")?,
+        exit_ret: field(SYS_EXIT_CONNECT, "ret")?,
+        state_skaddr: field(INET_SOCK_SET_STATE, "skaddr")?,
+        state_old: field(INET_SOCK_SET_STATE, "oldstate")?,
+        state_new: field(INET_SOCK_SET_STATE, "newstate")?,
+        state_protocol: field(INET_SOCK_SET_STATE, "protocol")?,
+    })
+}
+
+/// Reads the offset of every member of [`BTF_MEMBERS`] from `btf`. A
+/// member that cannot be found is left unknown and its error returned.
+pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfMember, String)>) {
+    let mut offsets = KernelOffsets::UNKNOWN;
+    let mut problems = Vec::new();
+    for wanted in BTF_MEMBERS {
+        let found = match btf {
+            Ok(btf) => btf
+                .member_offset(wanted.type_name, wanted.member)
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        let offset = match found {
+            Ok(offset) => offset,
+            Err(problem) => {
+                problems.push((wanted, problem));
+                continue;
+            }
+        };
+        let slot = match (wanted.type_name, wanted.member) {
+            ("sock", "sk_err") => &mut offsets.sock_sk_err,
+            ("task_struct", "files") => &mut offsets.task_files,
+            ("files_struct", "fdt") => &mut offsets.files_fdt,
+            ("fdtable", "max_fds") => &mut offsets.fdtable_max_fds,
+            ("fdtable", "fd") => &mut offsets.fdtable_fd,
+            ("file", "private_data") => &mut offsets.file_private_data,
+            ("socket", "sk") => &mut offsets.socket_sk,
+            _ => continue,
+        };
+        *slot = offset;
+    }
+    (offsets, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_member_has_a_slot() {
+        let path = std::path::Path::new(super::super::btf::VMLINUX);
+        let Ok(btf) = Btf::from_file(path) else {
+            return;
+        };
+        let (offsets, problems) = kernel_offsets(Ok(&btf));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(offsets.can_find_socket());
+        assert_ne!(
+            offsets.sock_sk_err,
+            connect_trace_common::config::OFFSET_UNKNOWN
+        );
+    }
+
+    #[test]
+    fn without_btf_everything_is_unknown() {
+        let error = BtfError::Malformed("test");
+        let (offsets, problems) = kernel_offsets(Err(&error));
+        assert_eq!(offsets, KernelOffsets::UNKNOWN);
+        assert_eq!(problems.len(), BTF_MEMBERS.len());
+    }
+}
