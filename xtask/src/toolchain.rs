@@ -10,6 +10,13 @@ pub const USERSPACE: &str = "1.99.1";
 /// with `connect-trace/build.rs`.
 pub const EBPF: &str = "nightly-2026-06-20";
 
+/// The target of the binary in the container image, for this machine's
+/// architecture: musl links statically, so the image needs nothing but the
+/// binary.
+pub fn image_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
+
 /// The bpf-linker release built against the system LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
