@@ -98,8 +98,11 @@ fn build_context(root: &Path, binary: &Path) -> Result<PathBuf> {
     }
     fs::create_dir_all(&context)
         .with_context(|| format!("creating the build context {}", context.display()))?;
-    fs::copy(root.join("packaging/Dockerfile"), context.join("Dockerfile"))
-        .context("copying packaging/Dockerfile into the build context")?;
+    fs::copy(
+        root.join("packaging/Dockerfile"),
+        context.join("Dockerfile"),
+    )
+    .context("copying packaging/Dockerfile into the build context")?;
     fs::copy(binary, context.join("connect-trace"))
         .with_context(|| format!("copying {} into the build context", binary.display()))?;
     Ok(context)
