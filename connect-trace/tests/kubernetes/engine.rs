@@ -149,6 +149,18 @@ impl Engine {
         command
     }
 
+    /// `ctr run --rm`, with runc's state and the I/O pipes kept under the
+    /// engine's directory rather than the host's /run/containerd.
+    pub fn ctr_run(&self) -> Command {
+        let mut command = self.ctr();
+        command
+            .args(["run", "--rm", "--runc-root"])
+            .arg(self.root.join("runc"))
+            .arg("--fifo-dir")
+            .arg(self.root.join("fifo"));
+        command
+    }
+
     /// The socket of the containerd that runs the containers: the node's
     /// `/run/containerd/containerd.sock`, as far as the test is concerned.
     pub fn containerd_socket(&self) -> &Path {

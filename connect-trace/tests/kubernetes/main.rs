@@ -247,8 +247,35 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
     let image = image_config(&engine, &engine.image);
     let run = kubelet::translate(&daemon_set, &[config_map], &image, &node);
 
+    // `connect-trace check` in the same container finds everything `run`
+    // needs: the capabilities the manifest adds are the ones it asks for.
+    let checked = engine
+        .ctr_run()
+        .args(&run.options)
+        .arg(containerd_reference(&engine.image))
+        .arg("connect-trace-check")
+        .args(&image.entrypoint)
+        .args(["check", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr run check");
+    let checks: Value = serde_json::from_slice(&checked.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json ({e}): {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        )
+    });
+    for check in checks.as_array().expect("a list of checks") {
+        assert_eq!(
+            check["status"], "ok",
+            "in the DaemonSet's container: {check}"
+        );
+    }
+    assert!(checked.status.success(), "check: {}", checked.status);
+
     let started = Instant::now();
-    let mut pod = Pod::start(&engine, &run, &pod_dir);
+    let mut pod = Pod::start(&engine, &run);
     let attached = started.elapsed();
     let pid: u32 = fs::read_to_string(&node.pid_file)
         .expect("ctr's pid file")
@@ -385,6 +412,7 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
     let record = pod.record(|record| {
         record["type"] == "connect" && record["pid"].as_u64() == Some(busybox_pid)
     });
+    eprintln!("the traced container wrote: {record}");
     assert_eq!(record["comm"], "nc", "{record}");
     assert_eq!(record["addr"], "127.0.0.1", "{record}");
     assert_eq!(record["port"], 1, "{record}");
@@ -428,13 +456,9 @@ const POD_CONTAINER: &str = "connect-trace-daemonset";
 
 impl<'a> Pod<'a> {
     /// Starts the container and waits until the programs are attached.
-    fn start(engine: &'a Engine, run: &kubelet::CtrRun, dir: &Path) -> Self {
+    fn start(engine: &'a Engine, run: &kubelet::CtrRun) -> Self {
         let mut ctr = engine
-            .ctr()
-            .arg("run")
-            .arg("--rm")
-            .arg("--fifo-dir")
-            .arg(dir.join("fifo"))
+            .ctr_run()
             .args(&run.options)
             .arg(containerd_reference(&engine.image))
             .arg(POD_CONTAINER)
