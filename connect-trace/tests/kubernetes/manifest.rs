@@ -22,12 +22,18 @@ pub fn dir() -> PathBuf {
         .expect("deploy/kubernetes")
 }
 
-/// The manifests `kubectl apply -f deploy/kubernetes/` applies, in order.
+/// The manifests `kubectl apply -f deploy/kubernetes/` applies, in order:
+/// the files whose names end as kubectl looks for, not those below.
 pub fn core_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir())
         .expect("deploy/kubernetes")
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|ext| ext == "yaml" || ext == "yml" || ext == "json")
+        })
         .collect();
     files.sort();
     files
