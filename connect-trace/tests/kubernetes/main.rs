@@ -249,6 +249,75 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
 
     // `connect-trace check` in the same container finds everything `run`
     // needs: the capabilities the manifest adds are the ones it asks for.
+    check_in_container(&engine, &run, &image);
+
+    let started = Instant::now();
+    let mut pod = Pod::start(&engine, &run);
+    let attached = started.elapsed();
+    let pid: u32 = fs::read_to_string(&node.pid_file)
+        .expect("ctr's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+
+    // The runtime applied the security context, the mounts, the namespaces,
+    // the arguments and the environment.
+    assert_runs_as_declared(pid, &run, &daemon_set, &network);
+
+    // The kubelet's probes and Prometheus's scrape, at the pod's address.
+    for probe in [&container.readiness_probe, &container.liveness_probe] {
+        let probe = probe.as_ref().expect("probes are set");
+        let port = container.port(&probe.http_get.port);
+        let (code, body) = http_get(&network, port, &probe.http_get.path);
+        assert_eq!(code, 200, "{} answered {code}: {body}", probe.http_get.path);
+    }
+    for endpoint in &pod_monitor.spec.pod_metrics_endpoints {
+        let port = container.port(&serde_norway::Value::String(endpoint.port.clone()));
+        let (code, body) = http_get(&network, port, &endpoint.path);
+        assert_eq!(code, 200, "{} answered {code}", endpoint.path);
+        assert!(body.contains("connect_trace_"), "{body}");
+    }
+
+    // Another container connects to a closed port in its own network
+    // namespace.
+    let busybox = refused_connect_in_another_container(&engine);
+
+    let record = pod.record(|record| {
+        record["type"] == "connect" && record["pid"].as_u64() == Some(busybox.pid)
+    });
+    eprintln!("the traced container wrote: {record}");
+    assert_eq!(record["comm"], "nc", "{record}");
+    assert_eq!(record["addr"], "127.0.0.1", "{record}");
+    assert_eq!(record["port"], 1, "{record}");
+    assert_eq!(record["outcome"], "failed", "{record}");
+    assert_eq!(record["final_errno_name"], "ECONNREFUSED", "{record}");
+    assert_eq!(
+        record["cgroup_id"].as_u64(),
+        Some(busybox.cgroup_id),
+        "the busybox container's cgroup v2 id: {record}"
+    );
+    // WORKLOAD IDENTITY (issue 11): once records name the container, assert
+    // here that the record carries the busybox container's full id, which
+    // `busybox.id` holds (docker run's output), for example:
+    //     assert_eq!(record["container"]["id"], busybox.id.as_str(), "{record}");
+
+    let memory = memory_peak(pid);
+    // The kubelet stops a pod with SIGTERM; the daemon drains and exits 0.
+    let stopped = pod.stop();
+    assert!(stopped.success(), "the daemon exited with {stopped}");
+    eprintln!(
+        "containerd run: attached in {attached:?}, whole run {:?}; peak memory of the container's cgroup: {}",
+        started.elapsed(),
+        memory.map_or_else(
+            || "unknown".to_owned(),
+            |bytes| format!("{:.1} MiB", bytes as f64 / 1048576.0)
+        )
+    );
+}
+
+/// Runs `connect-trace check --json` in a container set up like the
+/// DaemonSet's; every check must say `ok`.
+fn check_in_container(engine: &Engine, run: &kubelet::CtrRun, image: &ImageConfig) {
     let checked = engine
         .ctr_run()
         .args(&run.options)
@@ -273,18 +342,17 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
         );
     }
     assert!(checked.status.success(), "check: {}", checked.status);
+}
 
-    let started = Instant::now();
-    let mut pod = Pod::start(&engine, &run);
-    let attached = started.elapsed();
-    let pid: u32 = fs::read_to_string(&node.pid_file)
-        .expect("ctr's pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
-
-    // The runtime applied the security context, the mounts, the namespaces,
-    // the arguments and the environment.
+/// Reads back from `/proc` what the runtime made of the container whose
+/// process is `pid`, and compares it with the manifest.
+fn assert_runs_as_declared(
+    pid: u32,
+    run: &kubelet::CtrRun,
+    daemon_set: &DaemonSet,
+    network: &PodNetwork,
+) {
+    let security = &daemon_set.spec.template.spec.containers[0].security_context;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |name: &str| {
         status
@@ -300,7 +368,6 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
         .map(|capability| capability.to_string())
         .collect();
     assert_eq!(granted, run.capabilities, "the container's capabilities");
-    let security = &container.security_context;
     if security.allow_privilege_escalation == Some(false) {
         assert_eq!(field("NoNewPrivs:"), "1");
     }
@@ -311,6 +378,7 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
     {
         assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
     }
+
     let mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
     let read_only = |point: &str| {
         let line = mounts
@@ -330,10 +398,10 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
     for (point, ro) in &run.mounts {
         assert_eq!(read_only(point), *ro, "{point}");
     }
-    let host_pid = daemon_set.spec.template.spec.host_pid;
+
     assert_eq!(
         same_namespace(pid, "pid"),
-        host_pid,
+        daemon_set.spec.template.spec.host_pid,
         "the host's PID namespace"
     );
     assert_eq!(
@@ -343,39 +411,40 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
             .ino(),
         "the pod's network namespace"
     );
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|arg| !arg.is_empty())
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect();
+
+    let strings = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|item| !item.is_empty())
+            .map(|item| String::from_utf8_lossy(item).into_owned())
+            .collect()
+    };
+    let argv = strings(fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline"));
     assert_eq!(argv, run.argv);
-    let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    let environ: Vec<String> = environ
-        .split(|b| *b == 0)
-        .map(|pair| String::from_utf8_lossy(pair).into_owned())
-        .collect();
+    let environ = strings(fs::read(format!("/proc/{pid}/environ")).expect("environ"));
     for pair in &run.env {
         assert!(environ.contains(pair), "{pair} not in {environ:?}");
     }
+}
 
-    // The kubelet's probes and Prometheus's scrape, at the pod's address.
-    for probe in [&container.readiness_probe, &container.liveness_probe] {
-        let probe = probe.as_ref().expect("probes are set");
-        let port = container.port(&probe.http_get.port);
-        let (code, body) = http_get(&network, port, &probe.http_get.path);
-        assert_eq!(code, 200, "{} answered {code}: {body}", probe.http_get.path);
-    }
-    for endpoint in &pod_monitor.spec.pod_metrics_endpoints {
-        let port = container.port(&serde_norway::Value::String(endpoint.port.clone()));
-        let (code, body) = http_get(&network, port, &endpoint.path);
-        assert_eq!(code, 200, "{} answered {code}", endpoint.path);
-        assert!(body.contains("connect_trace_"), "{body}");
-    }
+/// The busybox container that made the refused connect.
+struct OtherContainer {
+    /// Its full id, as `docker run` printed it.
+    #[expect(
+        dead_code,
+        reason = "read by the container id assertion once workload identity (issue 11) lands"
+    )]
+    id: String,
+    /// Its process, as the host numbers it.
+    pid: u64,
+    /// Its cgroup v2 id.
+    cgroup_id: u64,
+}
 
-    // Another container connects to a closed port in its own network
-    // namespace, once its cgroup and pid are known.
-    let busybox = succeed(
+/// Runs a busybox container with no network but its own loopback, and has
+/// it connect to a closed port there once its pid and cgroup are known.
+fn refused_connect_in_another_container(engine: &Engine) -> OtherContainer {
+    let started = succeed(
         engine
             .docker()
             .args(["run", "--detach", "--network", "none", BUSYBOX_IMAGE])
@@ -386,60 +455,30 @@ fn daemonset_container_on_containerd_traces_another_containers_refused_connect()
             ]),
         "docker run busybox",
     );
-    let busybox = String::from_utf8_lossy(&busybox.stdout).trim().to_owned();
+    let id = String::from_utf8_lossy(&started.stdout).trim().to_owned();
     let inspected = succeed(
         engine
             .docker()
-            .args(["inspect", "--format", "{{.State.Pid}}", &busybox]),
+            .args(["inspect", "--format", "{{.State.Pid}}", &id]),
         "docker inspect",
     );
-    let busybox_pid: u64 = String::from_utf8_lossy(&inspected.stdout)
+    let pid: u64 = String::from_utf8_lossy(&inspected.stdout)
         .trim()
         .parse()
         .expect("the busybox container's pid");
-    let busybox_cgroup = cgroup_v2_id(busybox_pid);
+    // Read while the container lives: its cgroup goes with it.
+    let cgroup_id = cgroup_v2_id(pid);
     succeed(
-        engine.docker().args(["exec", &busybox, "touch", "/go"]),
+        engine.docker().args(["exec", &id, "touch", "/go"]),
         "docker exec",
     );
-    let exit = succeed(engine.docker().args(["wait", &busybox]), "docker wait");
+    let exit = succeed(engine.docker().args(["wait", &id]), "docker wait");
     assert_eq!(
         String::from_utf8_lossy(&exit.stdout).trim(),
         "1",
         "nc fails to connect"
     );
-
-    let record = pod.record(|record| {
-        record["type"] == "connect" && record["pid"].as_u64() == Some(busybox_pid)
-    });
-    eprintln!("the traced container wrote: {record}");
-    assert_eq!(record["comm"], "nc", "{record}");
-    assert_eq!(record["addr"], "127.0.0.1", "{record}");
-    assert_eq!(record["port"], 1, "{record}");
-    assert_eq!(record["outcome"], "failed", "{record}");
-    assert_eq!(record["final_errno_name"], "ECONNREFUSED", "{record}");
-    assert_eq!(
-        record["cgroup_id"].as_u64(),
-        Some(busybox_cgroup),
-        "the busybox container's cgroup v2 id: {record}"
-    );
-    // WORKLOAD IDENTITY (issue 11): once records name the container, assert
-    // here that the record carries the busybox container's full id, which
-    // `busybox` holds (docker run's output), for example:
-    //     assert_eq!(record["container"]["id"], busybox.as_str(), "{record}");
-
-    let memory = memory_peak(pid);
-    // The kubelet stops a pod with SIGTERM; the daemon drains and exits 0.
-    let stopped = pod.stop();
-    assert!(stopped.success(), "the daemon exited with {stopped}");
-    eprintln!(
-        "containerd run: attached in {attached:?}, whole run {:?}; peak memory of the container's cgroup: {}",
-        started.elapsed(),
-        memory.map_or_else(
-            || "unknown".to_owned(),
-            |bytes| format!("{:.1} MiB", bytes as f64 / 1048576.0)
-        )
-    );
+    OtherContainer { id, pid, cgroup_id }
 }
 
 /// The connect-trace container, run by `ctr run` and read line by line.
