@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod image;
 mod install;
 mod process;
 mod setup;
@@ -41,6 +42,10 @@ enum Task {
     /// Set up, build, then measure what tracing costs each connect()
     /// against bpftrace and strace, and whether the daemon keeps up (as root).
     Bench(bench::BenchArgs),
+    /// Set up, then build the container image `connect-trace:VERSION` (also
+    /// tagged `latest`) with the local Docker engine, starting one for the
+    /// build when none answers.
+    Image(image::ImageArgs),
     /// Set up, build, then install the binary, the systemd unit and the
     /// logrotate snippet (as root); prints how to start the service.
     Install(install::InstallArgs),
@@ -68,6 +73,10 @@ fn main() -> Result<()> {
         Task::Bench(args) => {
             setup::setup(&root)?;
             bench::bench(&root, &args)
+        }
+        Task::Image(args) => {
+            setup::setup(&root)?;
+            image::image(&root, &args)
         }
         Task::Install(args) => install::install(&root, &args),
     }

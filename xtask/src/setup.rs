@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     process::{is_root, output, run},
-    toolchain::{self, BPF_LINKER_VERSION, EBPF, LLVM_PREFIX, USERSPACE},
+    toolchain::{self, BPF_LINKER_VERSION, EBPF, LLVM_PREFIX, USERSPACE, image_target},
 };
 
 /// Debian packages, and why each is needed.
@@ -35,6 +35,18 @@ const PACKAGES: &[(&str, &str)] = &[
     (
         "prometheus",
         "tests scrape the daemon with a real Prometheus and lint it with promtool",
+    ),
+    (
+        "docker.io",
+        "`cargo xtask image` builds the container image with Docker; its containerd, ctr and runc run the DaemonSet's container in the tests",
+    ),
+    (
+        "busybox-static",
+        "the Kubernetes test's other container, whose failing connect the traced container must see",
+    ),
+    (
+        "python3-venv",
+        "the Kubernetes test validates the manifests with kubernetes-validate in a virtual environment",
     ),
 ];
 
@@ -98,6 +110,27 @@ fn rust_toolchains() -> Result<()> {
             "minimal",
             "--component",
             "clippy,rustfmt",
+        ]))?;
+    }
+    let targets = output(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        USERSPACE,
+    ]))
+    .unwrap_or_default();
+    let image_target = image_target();
+    if !targets.lines().any(|line| line.trim() == image_target) {
+        eprintln!(
+            "xtask: adding the {image_target} target to Rust {USERSPACE}: the container image holds one static binary"
+        );
+        run(Command::new("rustup").args([
+            "target",
+            "add",
+            "--toolchain",
+            USERSPACE,
+            &image_target,
         ]))?;
     }
     let ebpf_components = output(Command::new("rustup").args([

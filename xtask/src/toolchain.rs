@@ -10,6 +10,13 @@ include!("../../connect-trace-ebpf/toolchain.rs");
 /// Builds the eBPF crate (with `-Z build-std=core` and rust-src).
 pub const EBPF: &str = EBPF_TOOLCHAIN;
 
+/// The target of the binary in the container image, for this machine's
+/// architecture: musl links statically, so the image needs nothing but the
+/// binary.
+pub fn image_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
+
 /// The bpf-linker release built against the system LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
