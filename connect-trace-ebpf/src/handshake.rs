@@ -80,10 +80,19 @@ fn on_state_change(sock: u64, old: u32, new: u32) {
 fn on_syn(sock: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
+        // A handshake nobody traced. An entry left at this address by an
+        // earlier socket whose end was never seen must not take its
+        // outcome.
+        let _ = PENDING.remove(&sock);
         return;
     };
     // SAFETY: the entry belongs to this thread, which is inside connect().
     let in_flight = unsafe { &mut *in_flight };
+    if in_flight.handshake.sock != 0 {
+        // The call's socket went first; a second SYN in the same call is
+        // an MPTCP subflow, whose end the connection's own socket reports.
+        return;
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let syn_ns = unsafe { bpf_ktime_get_ns() };
     in_flight.handshake.sock = sock;

@@ -49,6 +49,9 @@ pub struct Delivery {
     /// Recent attempts displaced from the kernel's status-check table
     /// while a status check could still have come for them.
     pub status_checks_unmatched: u64,
+    /// Handshakes the kernel followed whose end it never saw, removed from
+    /// its table once older than any handshake lasts.
+    pub handshakes_expired: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -62,6 +65,7 @@ pub struct Ledger {
     unresolved_timeout: AtomicU64,
     unresolved_capacity: AtomicU64,
     outcomes_unmatched: AtomicU64,
+    handshakes_expired: AtomicU64,
 }
 
 impl Ledger {
@@ -95,31 +99,43 @@ impl Ledger {
             .store(unmatched_outcomes, Ordering::Relaxed);
     }
 
-    /// Records written whole so far.
-    pub fn records_written(&self) -> u64 {
-        self.records_written.load(Ordering::Relaxed)
+    /// Adds kernel entries for handshakes whose end was never seen.
+    pub fn handshakes_expired(&self, expired: u64) {
+        self.handshakes_expired
+            .fetch_add(expired, Ordering::Relaxed);
+    }
+
+    /// The daemon's own counts, with the kernel's left at zero.
+    pub fn daemon_counts(&self) -> Delivery {
+        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        Delivery {
+            records_delivered: load(&self.records_delivered),
+            records_undecodable: load(&self.records_undecodable),
+            records_written: load(&self.records_written),
+            records_unwritten: load(&self.records_unwritten),
+            pending: load(&self.pending),
+            unresolved_timeout: load(&self.unresolved_timeout),
+            unresolved_capacity: load(&self.unresolved_capacity),
+            outcomes_unmatched: load(&self.outcomes_unmatched),
+            handshakes_expired: load(&self.handshakes_expired),
+            ..Delivery::default()
+        }
     }
 
     /// Every count: the daemon's, and the kernel's read from `kernel` now.
     pub fn snapshot(&self, kernel: &KernelStats) -> Result<Delivery, MapError> {
         let counters = kernel.counters()?;
         let outcomes = kernel.outcomes()?;
-        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        let daemon = self.daemon_counts();
         Ok(Delivery {
             attempts_counted: counters.attempts,
             failures_counted: outcomes.failures(),
-            records_delivered: load(&self.records_delivered),
             records_lost: counters.ringbuf_full,
             outcomes_lost: counters.outcome_ringbuf_full,
-            records_undecodable: load(&self.records_undecodable),
-            records_written: load(&self.records_written),
-            records_unwritten: load(&self.records_unwritten),
-            pending: load(&self.pending),
-            unresolved_timeout: load(&self.unresolved_timeout),
-            unresolved_capacity: load(&self.unresolved_capacity) + counters.pending_full,
-            outcomes_unmatched: load(&self.outcomes_unmatched),
+            unresolved_capacity: daemon.unresolved_capacity + counters.pending_full,
             calls_unseen: counters.exit_without_entry + counters.in_flight_full,
             status_checks_unmatched: counters.recent_evicted,
+            ..daemon
         })
     }
 }
@@ -142,6 +158,7 @@ impl Delivery {
             outcomes_unmatched,
             calls_unseen,
             status_checks_unmatched,
+            handshakes_expired,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -150,7 +167,8 @@ impl Delivery {
              {records_undecodable} undecodable, {calls_unseen} calls unseen (in connect() at start), \
              {unresolved_timeout} unresolved at timeout, {unresolved_capacity} not followed (pending sets full), \
              {outcomes_unmatched} outcomes without their call, \
-             {status_checks_unmatched} status-check entries displaced"
+             {status_checks_unmatched} status-check entries displaced, \
+             {handshakes_expired} handshakes whose end the kernel never saw"
         )
     }
 }

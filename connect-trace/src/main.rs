@@ -35,14 +35,23 @@ const LOG_LEVEL_VARIABLE: &str = "CONNECT_TRACE_LOG";
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let command = match cli::config::apply(Cli::command(), &args) {
-        Ok(command) => command,
+    let (command, applied) = match cli::config::apply(Cli::command(), &args) {
+        Ok(found) => found,
         Err(error) => return fail(&error),
     };
-    let cli = match Cli::from_arg_matches(&command.get_matches_from(args)) {
+    let matches = command.clone().get_matches_from(args);
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    if let Command::Run(run) = &mut cli.command
+        && let (Some(run_matches), Some(run_command)) = (
+            matches.subcommand_matches("run"),
+            command.find_subcommand("run"),
+        )
+    {
+        run.origins = cli::config::Origins::from_matches(run_matches, run_command, &applied);
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

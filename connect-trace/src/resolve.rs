@@ -74,6 +74,10 @@ pub struct ResolverConfig {
     /// The most attempts waiting at once; beyond it new ones are reported
     /// at once as in progress, and counted.
     pub max_pending: usize,
+    /// The most handshake ends waiting for their call (which follows within
+    /// microseconds unless its record was lost); beyond it they are dropped
+    /// and counted as unmatched.
+    pub max_early: usize,
     /// Report only attempts whose outcome is a failure (or unknown).
     pub failures_only: bool,
 }
@@ -83,6 +87,7 @@ impl Default for ResolverConfig {
         Self {
             timeout: DEFAULT_RESOLVE_TIMEOUT,
             max_pending: DEFAULT_MAX_PENDING,
+            max_early: DEFAULT_MAX_PENDING,
             failures_only: false,
         }
     }
@@ -208,7 +213,7 @@ impl Resolver {
                 emit,
             );
         }
-        if self.early.len() >= self.config.max_pending {
+        if self.early.len() >= self.config.max_early {
             self.stats.unmatched_outcomes += 1;
             return Ok(());
         }
@@ -243,6 +248,13 @@ impl Resolver {
         Ok(())
     }
 
+    /// Gives back the room a burst left in the maps: a map that grew to
+    /// hold tens of thousands of handshakes keeps that memory until told.
+    /// Returns whether anything was released. Call once a second or so.
+    pub fn shrink(&mut self) -> bool {
+        shrink(&mut self.pending) | shrink(&mut self.early)
+    }
+
     /// Reports every attempt still waiting as in progress (at shutdown).
     pub fn finish<E>(
         &mut self,
@@ -274,6 +286,16 @@ impl Resolver {
             repeat,
         })
     }
+}
+
+/// Shrinks `map` to twice what it holds when it uses less than a quarter of
+/// its room, ignoring small maps (growing them again costs little).
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, V>) -> bool {
+    if map.capacity() <= 1024 || map.len() >= map.capacity() / 4 {
+        return false;
+    }
+    map.shrink_to(map.len() * 2);
+    true
 }
 
 fn duration_ns(duration: Duration) -> u64 {
@@ -555,6 +577,31 @@ mod tests {
         assert_eq!(resolver.stats().unmatched_outcomes, 1);
         let out = feed(&mut resolver, &[call(EINPROGRESS, SOCK, 5)], 3 * SECOND);
         assert!(out.is_empty(), "the late call waits for a new outcome");
+    }
+
+    #[test]
+    fn the_maps_give_back_what_a_burst_took() {
+        let mut resolver = Resolver::new(ResolverConfig::default());
+        let calls: Vec<Record> = (0..10_000)
+            .map(|i| call(EINPROGRESS, SOCK + i * 8, 5))
+            .collect();
+        feed(&mut resolver, &calls, 0);
+        assert!(!resolver.shrink(), "full maps stay as they are");
+        let grown = resolver.pending.capacity();
+        for i in 0..10_000 {
+            feed(
+                &mut resolver,
+                &[outcome_of(SOCK + i * 8, SYN, HandshakeEnd::Established)],
+                1,
+            );
+        }
+        assert!(resolver.shrink());
+        assert!(
+            resolver.pending.capacity() < grown / 4,
+            "{}",
+            resolver.pending.capacity()
+        );
+        assert!(!resolver.shrink());
     }
 
     #[test]

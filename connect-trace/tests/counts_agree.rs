@@ -73,6 +73,15 @@ fn mix() -> (usize, i32) {
     let udp = socket(libc::AF_INET, libc::SOCK_DGRAM);
     assert_eq!(udp.as_raw_fd(), number, "the descriptor is reused");
     assert_eq!(call(&udp, &open), 0);
+    // MPTCP, connected and refused: two sockets go to SYN_SENT per call.
+    for (addr, expected) in [(&open, 0), (&closed, libc::ECONNREFUSED)] {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
+        assert!(fd >= 0, "MPTCP: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        assert_eq!(call(&fd, addr), expected);
+    }
     // A unix path that does not exist.
     let unix = socket(libc::AF_UNIX, libc::SOCK_STREAM);
     let missing = RawAddr::unix(b"/nonexistent/connect-trace-counts.sock");
@@ -160,5 +169,6 @@ fn the_kernel_and_the_daemon_count_the_same_mix_the_same_way() {
     assert!(!udp.repeat, "a UDP connect on a reused descriptor: {udp:?}");
     let delivery = traced.delivery();
     assert_eq!(delivery.records_lost, 0);
+    assert_eq!(delivery.outcomes_unmatched, 0, "no phantom outcome");
     assert_eq!(delivery.status_checks_unmatched, 0);
 }

@@ -152,6 +152,37 @@ fn unix_socket_to_a_missing_path() {
     assert_eq!(destination.port, None);
 }
 
+/// Linux refuses a unix address with no path byte or more than `sun_path`
+/// holds; the record says why, and never shows more than 108 path bytes.
+#[test]
+fn unix_addresses_too_short_or_too_long_are_flagged() {
+    let mut traced = Traced::start();
+    let fd = socket(libc::AF_UNIX, libc::SOCK_STREAM);
+    let mut raw = RawAddr::unix(&[b'p'; 126]);
+    for (addrlen, problem) in [
+        (2, AddrProblem::Truncated),
+        (111, AddrProblem::BadLength),
+        (127, AddrProblem::BadLength),
+        (128, AddrProblem::BadLength),
+    ] {
+        raw.len = addrlen;
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), raw.as_ptr(), raw.len),
+            libc::EINVAL,
+            "{addrlen}"
+        );
+        let record = traced.records_of(gettid(), 1).pop().unwrap();
+        traced.forget_seen();
+        let destination = record.destination();
+        assert_eq!(destination.family, Some(Family::Unix), "{addrlen}");
+        assert_eq!(destination.problem, Some(problem), "{addrlen}");
+        match destination.address {
+            Address::UnixPath(path) => assert!(path.len() <= 108, "{addrlen}: {}", path.len()),
+            other => panic!("{addrlen}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn unix_abstract_name_keeps_its_bytes() {
     let mut traced = Traced::start();

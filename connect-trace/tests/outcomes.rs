@@ -384,3 +384,115 @@ fn udp_and_unix_connects_resolve_from_their_return_value() {
     assert_eq!(resolved[0].handshake_ns, None);
     assert_eq!(resolved[1].outcome, Outcome::Failed(Some(libc::ENOENT)));
 }
+
+/// An MPTCP connect moves two sockets to SYN_SENT in the calling thread:
+/// the connection's own and its first subflow. Only the connection's is
+/// followed, so each call is one attempt with the right outcome (the
+/// kernel's counts of it are checked in `counts_agree.rs`).
+#[test]
+fn mptcp_connects_are_followed_like_tcp() {
+    const IPPROTO_MPTCP: libc::c_int = 262;
+    let mut traced = Traced::start();
+    let (_listener, open) = listener("127.0.0.1");
+    let closed = closed_port("127.0.0.1");
+    for (port, expected) in [(open, 0), (closed, libc::ECONNREFUSED)] {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, IPPROTO_MPTCP) };
+        assert!(
+            fd >= 0,
+            "MPTCP sockets: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+            expected
+        );
+    }
+    let resolved = all_of(&mut traced, gettid());
+    assert_eq!(resolved.len(), 2, "{resolved:?}");
+    assert_eq!(resolved[0].outcome, Outcome::Connected);
+    assert!(resolved[0].handshake_ns.is_some(), "{resolved:?}");
+    assert_eq!(
+        resolved[1].outcome,
+        Outcome::Failed(Some(libc::ECONNREFUSED))
+    );
+}
+
+/// Handshakes whose ends arrive while no call waits for them (the pending
+/// set was full) must not resolve a later attempt on a socket that reuses
+/// the same kernel address: attempts are named by socket and SYN time.
+#[test]
+fn a_new_socket_at_a_reused_address_never_takes_an_old_outcome() {
+    const HELD: usize = 40;
+    let mut traced = Traced::with_resolver(
+        connect_trace::kernel::TracerConfig {
+            pid: Some(std::process::id()),
+            ..connect_trace::kernel::TracerConfig::default()
+        },
+        connect_trace::resolve::ResolverConfig {
+            max_pending: 4,
+            ..connect_trace::resolve::ResolverConfig::default()
+        },
+    );
+    let (tid, second) = in_dropping_netns(|| {
+        let connect_silent = || {
+            let fd = nonblocking_tcp();
+            let addr = dropped_addr();
+            assert_eq!(
+                connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len),
+                libc::EINPROGRESS
+            );
+            fd
+        };
+        // Held in SYN_SENT, then closed: canceled, mostly with no call
+        // waiting for the outcome.
+        let first: Vec<OwnedFd> = (0..HELD).map(|_| connect_silent()).collect();
+        drop(first);
+        // At once, new sockets, most of them at the addresses just freed.
+        let second: Vec<i32> = (0..HELD)
+            .map(|_| {
+                let fd = connect_silent();
+                let number = fd.as_raw_fd();
+                std::mem::forget(fd);
+                number
+            })
+            .collect();
+        (gettid(), second)
+    });
+    let mut resolved = all_of(&mut traced, tid);
+    assert_eq!(resolved.len(), 2 * HELD, "{resolved:?}");
+    resolved.sort_by_key(|r| r.attempt.start_monotonic_ns());
+    let late = &resolved[HELD..];
+    for fd in &second {
+        // SAFETY: these descriptors were forgotten above and are ours.
+        unsafe { libc::close(*fd) };
+    }
+    assert!(
+        late.iter().all(|r| r.outcome != Outcome::Canceled),
+        "a new attempt took an old socket's cancel: {late:?}"
+    );
+}
+
+/// The kernel's entry for a handshake whose end it never saw (the kernel
+/// did not report it) is removed once older than any handshake lasts, and
+/// counted; it can then never resolve a later socket at that address.
+#[test]
+fn kernel_entries_whose_end_was_never_seen_expire_and_are_counted() {
+    let mut traced = Traced::start();
+    let now = connect_trace::clock::WallClock::monotonic_now_ns();
+    let minutes = |n: u64| n * 60 * 1_000_000_000;
+    let stale = 0xdead_0000_0000_1000;
+    traced
+        .tracer
+        .follow_for_test(stale, now.saturating_sub(minutes(10)))
+        .unwrap();
+    traced.tracer.follow_for_test(stale + 8, now).unwrap();
+    let swept = traced.tracer.sweep_pending(now, minutes(3)).unwrap();
+    assert_eq!(swept.expired, 1, "{swept:?}");
+    assert!(swept.followed >= 1, "{swept:?}");
+    let again = traced.tracer.sweep_pending(now, minutes(3)).unwrap();
+    assert_eq!(again.expired, 0, "{again:?}");
+}

@@ -12,14 +12,15 @@ use connect_trace::{
         Sink, Started,
         http::{self, Health},
         jsonl::JsonLinesSink,
-        output::Output,
+        output::{Limits, Output},
         prometheus::{LedgerCounts, Metrics, PrometheusSink},
     },
     kernel::{
-        DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, Tracer, TracerConfig, privileges,
+        DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer, TracerConfig,
+        privileges,
     },
     pipeline::{Pipeline, PipelineConfig, reader::EventReader},
-    resolve::{DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
+    resolve::{DEFAULT_MAX_PENDING, DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -34,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, env = "CONNECT_TRACE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Trace only this process id (all its threads); filtered in the kernel.
-    #[arg(long, env = "CONNECT_TRACE_PID", value_name = "PID")]
+    #[arg(long, env = "CONNECT_TRACE_PID", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pid: Option<u32>,
     /// Report only attempts that failed: calls that returned 0 are skipped
     /// in the kernel, and non-blocking ones that later connect are dropped.
@@ -44,6 +45,12 @@ pub struct RunArgs {
     /// before it is reported with outcome `in_progress`.
     #[arg(long, env = "CONNECT_TRACE_RESOLVE_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_RESOLVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
     resolve_timeout: u64,
+    /// The most attempts that may wait for their handshake at once (and
+    /// handshake ends that may wait for their call); beyond it attempts are
+    /// written at once as `in_progress` and counted. Bounds the memory a
+    /// burst can take: about 350 bytes each.
+    #[arg(long, env = "CONNECT_TRACE_MAX_PENDING", value_name = "N", default_value_t = DEFAULT_MAX_PENDING as u64, value_parser = clap::value_parser!(u64).range(16..=4_194_304))]
+    max_pending: u64,
     /// Append records to this file instead of writing them to stdout.
     #[arg(long, env = "CONNECT_TRACE_OUTPUT", short, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -75,6 +82,9 @@ pub struct RunArgs {
     /// milliseconds. Bounds how late a record can reach the output.
     #[arg(long, env = "CONNECT_TRACE_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     poll_interval_ms: u64,
+    /// Where each option's value came from, for error messages.
+    #[arg(skip)]
+    pub origins: super::config::Origins,
 }
 
 /// `9750` → 127.0.0.1:9750; anything else must be a full socket address.
@@ -90,14 +100,25 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
 /// attempts checked against the timeout.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the kernel's table of followed handshakes is swept for
+/// entries whose end it never saw.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Runs until SIGINT or SIGTERM, or until the output goes away.
 pub async fn run(args: RunArgs) -> Result<()> {
+    let ledger = Arc::new(Ledger::default());
     let output = match &args.output {
-        None => Output::stdout(),
-        Some(path) => {
-            Output::file(path).with_context(|| format!("opening --output {}", path.display()))?
-        }
+        None => Output::stdout(Arc::clone(&ledger), Limits::default()),
+        Some(path) => Output::file(path, Arc::clone(&ledger), Limits::default())
+            .with_context(|| format!("opening --output {}", path.display()))?,
     };
+    if let Some(pid) = args.pid
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        tracing::warn!(
+            "--pid {pid}: no such process now; nothing is traced until one with this id makes a call"
+        );
+    }
     let (mut interrupt, mut terminate, mut hangup) = (
         signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -116,19 +137,27 @@ pub async fn run(args: RunArgs) -> Result<()> {
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
         ..TracerConfig::default()
+    })
+    .map_err(|error| match error {
+        LoadError::RingBufferSize { .. } => anyhow::Error::new(error).context(format!(
+            "--ring-buffer-size from {}",
+            args.origins.of("ring_buffer_size")
+        )),
+        error => error.into(),
     })?;
     let mut reader = EventReader::new(
         tracer.take_events()?,
         Duration::from_millis(args.poll_interval_ms),
     )
     .context("watching the ring buffer")?;
-    let (kernel, ledger) = (tracer.stats(), Arc::new(Ledger::default()));
+    let kernel = tracer.stats();
     let counts = LedgerCounts {
         ledger: Arc::clone(&ledger),
         kernel: Arc::clone(&kernel),
     };
     let metrics = Arc::new(Metrics::new(Arc::new(counts))?);
     let health = Arc::new(Health::default());
+    health.watch_output(output.progress());
     let server = listener.map(|listener| {
         tokio::spawn(http::serve(
             listener,
@@ -137,22 +166,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ))
     });
     let sinks: Vec<Box<dyn Sink>> = vec![
-        Box::new(JsonLinesSink::new(
-            output,
-            !args.summary_only,
-            Arc::clone(&ledger),
-        )),
+        Box::new(JsonLinesSink::new(output, !args.summary_only)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
     let config = PipelineConfig {
         resolver: ResolverConfig {
             timeout: Duration::from_secs(args.resolve_timeout),
             failures_only: args.failures_only,
-            ..ResolverConfig::default()
+            max_pending: usize::try_from(args.max_pending).unwrap_or(usize::MAX),
+            max_early: usize::try_from(args.max_pending).unwrap_or(usize::MAX),
         },
         top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
-    let mut pipeline = Pipeline::new(config, Arc::clone(&kernel), ledger, sinks);
+    let mut pipeline = Pipeline::new(config, Arc::clone(&kernel), Arc::clone(&ledger), sinks);
     metrics.set_attached(true);
     health.set_attached(true);
     health.drained(WallClock::monotonic_now_ns());
@@ -160,6 +186,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let mut reported = KernelCounters::default();
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    // Older than any handshake the resolver still waits for.
+    let stale_after = Duration::from_secs(args.resolve_timeout) + SWEEP_INTERVAL;
     let summaries = args.interval > 0;
     let mut summary_tick = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
     summary_tick.tick().await;
@@ -173,6 +202,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 pipeline.expire()?;
             }
             _ = summary_tick.tick(), if summaries => pipeline.summarize()?,
+            _ = sweep.tick() => {
+                let swept = tracer.sweep_pending(WallClock::monotonic_now_ns(), u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX)).context("sweeping the kernel's handshakes")?;
+                ledger.handshakes_expired(swept.expired);
+            }
             ready = reader.wait() => {
                 ready.context("waiting on the ring buffer")?;
                 pipeline.drain(&mut reader, |_| {})?;

@@ -14,6 +14,8 @@ pub use connect_trace_common::family::{AF_INET, AF_INET6, AF_UNIX, AF_UNSPEC};
 const SOCKADDR_IN_LEN: usize = 16;
 /// The shortest `sockaddr_in6` Linux accepts (RFC 2133, without scope id).
 const SOCKADDR_IN6_MIN_LEN: usize = 24;
+/// `sizeof(struct sockaddr_un)`: the family and a 108-byte `sun_path`.
+const SOCKADDR_UN_LEN: usize = 110;
 /// `sizeof(struct sockaddr_in6)`, with `sin6_scope_id`.
 const SOCKADDR_IN6_LEN: usize = 28;
 
@@ -167,7 +169,17 @@ pub fn decode(raw: &[u8; SOCKADDR_MAX], addrlen: i32, flags: u32) -> SockAddr<'_
                 decoded.problem = Some(AddrProblem::Truncated);
             }
         }
-        Family::Unix => decoded.address = unix_address(&bytes[2..]),
+        Family::Unix => {
+            // Linux wants at least one byte of `sun_path` and at most the
+            // 108 it holds (EINVAL otherwise); show what would fit.
+            let path = &bytes[2..bytes.len().min(SOCKADDR_UN_LEN)];
+            decoded.address = unix_address(path);
+            if bytes.len() <= 2 {
+                decoded.problem = Some(AddrProblem::Truncated);
+            } else if bytes.len() > SOCKADDR_UN_LEN {
+                decoded.problem = Some(AddrProblem::BadLength);
+            }
+        }
         Family::Unspec | Family::Other(_) => {}
     }
     decoded
@@ -303,10 +315,28 @@ mod tests {
     }
 
     #[test]
-    fn unix_with_only_family_is_empty_path() {
+    fn unix_with_only_family_is_truncated() {
         let bytes = family_bytes(AF_UNIX);
         let decoded = decode(raw(&bytes), 2, 0);
         assert_eq!(decoded.address, Address::UnixPath(b""));
+        assert_eq!(decoded.problem, Some(AddrProblem::Truncated));
+    }
+
+    #[test]
+    fn unix_longer_than_sun_path_is_a_bad_length() {
+        let mut bytes = family_bytes(AF_UNIX).to_vec();
+        bytes.extend([b'a'; 126]);
+        for addrlen in [111, 127, 128] {
+            let decoded = decode(raw(&bytes), addrlen, 0);
+            assert_eq!(decoded.problem, Some(AddrProblem::BadLength), "{addrlen}");
+            assert_eq!(
+                decoded.address,
+                Address::UnixPath(&[b'a'; 108]),
+                "{addrlen}"
+            );
+        }
+        let decoded = decode(raw(&bytes), 110, 0);
+        assert_eq!(decoded.problem, None);
     }
 
     #[test]

@@ -15,9 +15,10 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::Semaphore,
 };
 
-use super::prometheus::Metrics;
+use super::{output::Progress, prometheus::Metrics};
 use crate::clock::WallClock;
 
 /// How long a client may take to send its request.
@@ -27,32 +28,75 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// `/healthz` fails when the ring buffer has not been drained for this long.
 const STALE_AFTER: Duration = Duration::from_secs(5);
 
+/// Connections served at once. Beyond it new ones wait in the listen
+/// backlog, where they cost the daemon no descriptor.
+const MAX_CONNECTIONS: usize = 32;
+/// The first and the longest pause after a failed accept().
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// At most one log line per this long about failing accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves until the task is dropped.
+///
+/// A failing accept() (EMFILE when the descriptor limit is reached, say)
+/// is retried after a pause that doubles up to a second, never at once, and
+/// logged at most every ten seconds with how often it failed.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF.0;
+    let mut failures: u64 = 0;
+    let mut logged: Option<std::time::Instant> = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
         };
-        let metrics = Arc::clone(&metrics);
-        let health = Arc::clone(&health);
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &health)).await;
-        });
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                let metrics = Arc::clone(&metrics);
+                let health = Arc::clone(&health);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let _ =
+                        tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &health))
+                            .await;
+                });
+            }
+            Err(error) => {
+                drop(slot);
+                failures += 1;
+                if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                    tracing::warn!(
+                        "accepting a metrics connection failed: {error} ({failures} failures so far); retrying in up to {:?}",
+                        ACCEPT_BACKOFF.1
+                    );
+                    logged = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
     }
 }
 
-/// What `/healthz` reports: the programs are attached and the ring buffer is
-/// being drained.
+/// What `/healthz` reports: the programs are attached, the ring buffer is
+/// being drained, and the output takes what it is given.
 #[derive(Debug, Default)]
 pub struct Health {
     attached: AtomicBool,
     last_drain_ns: AtomicU64,
+    output: std::sync::OnceLock<Arc<Progress>>,
 }
 
 impl Health {
     /// Marks the programs attached or detached.
     pub fn set_attached(&self, attached: bool) {
         self.attached.store(attached, Ordering::Relaxed);
+    }
+
+    /// Watches the output's writer too.
+    pub fn watch_output(&self, progress: Arc<Progress>) {
+        let _ = self.output.set(progress);
     }
 
     /// Notes that the ring buffer was drained at monotonic `now_ns`.
@@ -71,6 +115,16 @@ impl Health {
             return Err(format!(
                 "the ring buffer has not been drained for {:.1} s",
                 idle as f64 / 1e9
+            ));
+        }
+        if let Some(progress) = self.output.get()
+            && let Some(busy) = progress.busy_for(now_ns)
+            && busy.as_nanos() > u128::from(stale_after_ns)
+        {
+            return Err(format!(
+                "the output has not taken a write for {:.1} s ({} bytes wait for it; records beyond the limit are counted as not written)",
+                busy.as_secs_f64(),
+                progress.queued_bytes()
             ));
         }
         Ok(())

@@ -1,70 +1,180 @@
 //! Where JSON lines go: stdout or a file that can be reopened (logrotate)
-//! and that may fail (disk full) without stopping the daemon.
+//! and that may fail (disk full) or stall (a reader that stopped reading, a
+//! FIFO nobody drains) without stopping the daemon.
 //!
-//! Lines are collected per batch and written with one `write` where
-//! possible. When a file write fails, the records not written are counted
-//! and reported, and the next batch is tried again; the kernel keeps
-//! counting and metrics keep being served meanwhile. A closed stdout
-//! (`| head`) is different: it ends the daemon, quietly.
+//! Lines are collected per batch on the daemon's thread and handed to a
+//! writer thread of their own, which does the blocking `write`s. The
+//! daemon's thread never waits for the output: the ring buffer keeps being
+//! drained, `/metrics` and `/healthz` keep answering, signals are handled.
+//! What waits for the writer is bounded ([`Limits::queued_bytes`]); a batch
+//! beyond it is not written and its records are counted as not written.
+//! When a file write fails, the records not written are counted and
+//! reported, and the next batch is tried again. A closed stdout (`| head`)
+//! is different: it ends the daemon, quietly.
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::Duration,
 };
 
-/// What happened to a batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Written {
-    /// Records written whole.
-    pub records: u64,
-    /// Records that could not be written.
-    pub unwritten: u64,
+use crate::{clock::WallClock, delivery::Ledger, kernel::privileges};
+
+/// The most bytes a batch collects before it is handed to the writer.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// How much may wait for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of lines queued for the writer at most; beyond it batches are
+    /// counted as not written instead of queued.
+    pub queued_bytes: usize,
+    /// How long [`Output::close`] waits for the writer to finish.
+    pub close_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            queued_bytes: 64 * 1024 * 1024,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the writer thread and the daemon's thread share.
+#[derive(Debug, Default)]
+pub struct Progress {
+    queued_bytes: AtomicUsize,
+    /// Lines handed to the writer and not yet written or counted.
+    queued_lines: AtomicU64,
+    /// CLOCK_MONOTONIC ns when the write in progress began; 0 when idle.
+    busy_since_ns: AtomicU64,
+    /// The reader of stdout went away.
+    closed: AtomicBool,
+    /// The error of the last failed write, until a write succeeds.
+    failing: Mutex<Option<String>>,
+}
+
+impl Progress {
+    /// How long the writer has been inside one write at `now_ns`, if it is
+    /// writing: a stalled reader or disk shows here.
+    pub fn busy_for(&self, now_ns: u64) -> Option<Duration> {
+        match self.busy_since_ns.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_nanos(now_ns.saturating_sub(since))),
+        }
+    }
+
+    /// Bytes waiting for the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Why writes fail now, if they do.
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|failing| failing.clone())
+    }
+}
+
+enum Message {
+    Batch { bytes: Vec<u8>, lines: Vec<usize> },
+    Reopen,
 }
 
 /// A JSON Lines destination.
 pub struct Output {
     path: Option<PathBuf>,
-    sink: Sink,
-    /// The batch being built, and where each record in it ends.
+    /// The batch being built, and where each line in it ends.
     batch: Vec<u8>,
     ends: Vec<usize>,
-    /// A failed write left part of a line behind; the next write starts
-    /// with a newline so that the next record is not glued to it.
-    torn_line: bool,
-    unwritten: u64,
-    /// The error of the last failed write, until a write succeeds.
-    failing: Option<io::Error>,
+    queue: Option<SyncSender<Message>>,
+    progress: Arc<Progress>,
+    ledger: Arc<Ledger>,
+    limits: Limits,
+    writer: Option<JoinHandle<()>>,
+    finished: Receiver<()>,
+    /// Batches not queued because the writer was too far behind, until one
+    /// is queued again: to log a stall once, not per batch.
+    behind: u64,
 }
 
-enum Sink {
+/// Where the writer thread writes.
+enum Destination {
     Stdout(io::Stdout),
-    File(File),
+    File { path: PathBuf, file: File },
 }
 
 impl Output {
     /// Standard output.
-    pub fn stdout() -> Self {
-        Self::new(None, Sink::Stdout(io::stdout()))
+    pub fn stdout(ledger: Arc<Ledger>, limits: Limits) -> Self {
+        Self::start(None, Destination::Stdout(io::stdout()), ledger, limits)
     }
 
-    /// Appends to `path`, creating it if needed.
-    pub fn file(path: &Path) -> io::Result<Self> {
-        Ok(Self::new(
+    /// Appends to `path`, creating it if needed. A FIFO must already have
+    /// a reader: opening one without fails at once instead of waiting.
+    pub fn file(path: &Path, ledger: Arc<Ledger>, limits: Limits) -> io::Result<Self> {
+        let file = open_append(path)?;
+        let destination = Destination::File {
+            path: path.to_path_buf(),
+            file,
+        };
+        Ok(Self::start(
             Some(path.to_path_buf()),
-            Sink::File(open_append(path)?),
+            destination,
+            ledger,
+            limits,
         ))
     }
 
-    fn new(path: Option<PathBuf>, sink: Sink) -> Self {
+    fn start(
+        path: Option<PathBuf>,
+        destination: Destination,
+        ledger: Arc<Ledger>,
+        limits: Limits,
+    ) -> Self {
+        let progress = Arc::new(Progress::default());
+        // Messages are counted by the byte budget; this only bounds how
+        // many small batches can queue.
+        let (queue, messages) = sync_channel(4096);
+        let (done, finished) = sync_channel(1);
+        let writer = Writer {
+            destination,
+            torn_line: false,
+            progress: Arc::clone(&progress),
+            ledger: Arc::clone(&ledger),
+        };
+        let writer = std::thread::Builder::new()
+            .name("ct-output".to_owned())
+            .spawn(move || {
+                // Writing needs no capability; a thread made before the
+                // daemon dropped its own would otherwise keep them all.
+                if let Err(error) = privileges::drop_in_this_thread() {
+                    tracing::warn!("the output thread could not drop its capabilities: {error}");
+                }
+                writer.run(&messages);
+                let _ = done.send(());
+            })
+            .ok();
         Self {
             path,
-            sink,
             batch: Vec::with_capacity(64 * 1024),
             ends: Vec::new(),
-            torn_line: false,
-            unwritten: 0,
-            failing: None,
+            queue: Some(queue),
+            progress,
+            ledger,
+            limits,
+            writer,
+            finished,
+            behind: 0,
         }
     }
 
@@ -73,7 +183,14 @@ impl Output {
         self.path.as_deref()
     }
 
-    /// Adds one record (a whole line) to the batch.
+    /// What the writer is doing, for `/healthz`.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Adds one record (a whole line) to the batch. A batch that reaches
+    /// [`BATCH_BYTES`] is handed over at once, so a burst never builds one
+    /// huge batch.
     pub fn record(
         &mut self,
         render: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
@@ -84,58 +201,195 @@ impl Output {
             return Err(error);
         }
         self.ends.push(self.batch.len());
+        if self.batch.len() >= BATCH_BYTES {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Writes the batch. A failure to write to stdout is returned (the
-    /// reader went away); a failure to write a file is counted, kept in
-    /// [`Output::failing`], and not returned.
-    pub fn flush(&mut self) -> io::Result<Written> {
-        if self.ends.is_empty() {
-            return Ok(Written::default());
+    /// Hands the batch to the writer without waiting for it. Fails only
+    /// when stdout's reader has gone away; a batch the writer is too far
+    /// behind to take is counted as not written.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.progress.closed.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let total = self.ends.len() as u64;
-        let result = self.write_batch();
-        let written = match result {
-            Ok(()) => {
-                self.failing = None;
-                Written {
-                    records: total,
-                    unwritten: 0,
-                }
-            }
-            Err((bytes, error)) => {
-                if matches!(self.sink, Sink::Stdout(_)) {
-                    self.clear();
-                    return Err(error);
-                }
-                let whole = self.ends.iter().filter(|end| **end <= bytes).count() as u64;
-                self.torn_line = !self.ends.contains(&bytes) && bytes > 0;
-                self.failing = Some(error);
-                Written {
-                    records: whole,
-                    unwritten: total - whole,
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.ends);
+        let bytes = std::mem::replace(&mut self.batch, Vec::with_capacity(64 * 1024));
+        let size = bytes.len();
+        let count = lines.len() as u64;
+        let queued = self.progress.queued_bytes.load(Ordering::Relaxed);
+        let sent = if queued + size > self.limits.queued_bytes {
+            false
+        } else {
+            self.progress
+                .queued_bytes
+                .fetch_add(size, Ordering::Relaxed);
+            self.progress
+                .queued_lines
+                .fetch_add(count, Ordering::Relaxed);
+            match self
+                .queue
+                .as_ref()
+                .map(|queue| queue.try_send(Message::Batch { bytes, lines }))
+            {
+                Some(Ok(())) => true,
+                Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
+                    self.progress
+                        .queued_bytes
+                        .fetch_sub(size, Ordering::Relaxed);
+                    self.progress
+                        .queued_lines
+                        .fetch_sub(count, Ordering::Relaxed);
+                    false
                 }
             }
         };
-        self.unwritten += written.unwritten;
-        self.clear();
-        Ok(written)
+        if sent {
+            if self.behind > 0 {
+                tracing::info!(
+                    "{} takes writes again; {} batches could not wait for it",
+                    self.describe(),
+                    self.behind
+                );
+                self.behind = 0;
+            }
+        } else {
+            self.ledger.written(0, count);
+            if self.behind == 0 {
+                tracing::error!(
+                    "{} is not keeping up ({} bytes wait for it); records are counted as not written until it takes writes again (tracing, metrics and health go on)",
+                    self.describe(),
+                    self.progress.queued_bytes()
+                );
+            }
+            self.behind += 1;
+        }
+        Ok(())
     }
 
-    /// Writes the batch; on failure, how many bytes made it.
-    fn write_batch(&mut self) -> Result<(), (usize, io::Error)> {
-        let writer: &mut dyn Write = match &mut self.sink {
-            Sink::Stdout(stdout) => stdout,
-            Sink::File(file) => file,
+    /// Opens the file again (after logrotate moved it), once every batch
+    /// before it is written to the old file, so no record is lost or
+    /// written twice.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if self.path.is_some()
+            && let Some(queue) = &self.queue
+        {
+            let _ = queue.try_send(Message::Reopen);
+        }
+        Ok(())
+    }
+
+    /// Hands over the last batch and waits for the writer to finish, at
+    /// most [`Limits::close_timeout`]. Returns whether everything was
+    /// written in time; what was not is counted as not written.
+    pub fn close(&mut self) -> bool {
+        let _ = self.flush();
+        self.queue = None;
+        let finished = match self.finished.recv_timeout(self.limits.close_timeout) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        if finished {
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.join();
+            }
+        } else {
+            let lines = self.progress.queued_lines.swap(0, Ordering::Relaxed);
+            self.ledger.written(0, lines);
+            tracing::error!(
+                "{} did not take the last {lines} records within {:?}; giving up on them",
+                self.describe(),
+                self.limits.close_timeout
+            );
+        }
+        finished
+    }
+
+    /// The output, as a person would name it.
+    pub fn describe(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string())
+    }
+}
+
+/// The writer thread: takes batches in order and writes them.
+struct Writer {
+    destination: Destination,
+    /// A failed write left part of a line behind; the next write starts
+    /// with a newline so that the next record is not glued to it.
+    torn_line: bool,
+    progress: Arc<Progress>,
+    ledger: Arc<Ledger>,
+}
+
+impl Writer {
+    fn run(mut self, messages: &Receiver<Message>) {
+        while let Ok(message) = messages.recv() {
+            match message {
+                Message::Batch { bytes, lines } => {
+                    self.write(&bytes, &lines);
+                    self.progress
+                        .queued_bytes
+                        .fetch_sub(bytes.len(), Ordering::Relaxed);
+                    self.progress
+                        .queued_lines
+                        .fetch_sub(lines.len() as u64, Ordering::Relaxed);
+                }
+                Message::Reopen => self.reopen(),
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], lines: &[usize]) {
+        if self.progress.closed.load(Ordering::Relaxed) {
+            self.ledger.written(0, lines.len() as u64);
+            return;
+        }
+        self.progress
+            .busy_since_ns
+            .store(WallClock::monotonic_now_ns().max(1), Ordering::Relaxed);
+        let result = self.write_all(bytes);
+        self.progress.busy_since_ns.store(0, Ordering::Relaxed);
+        let total = lines.len() as u64;
+        match result {
+            Ok(()) => {
+                self.ledger.written(total, 0);
+                self.report(None);
+            }
+            Err((done, error)) => {
+                if matches!(self.destination, Destination::Stdout(_)) {
+                    // The reader went away: the daemon ends quietly.
+                    self.progress.closed.store(true, Ordering::Relaxed);
+                    self.ledger.written(0, total);
+                    return;
+                }
+                let whole = lines.iter().filter(|end| **end <= done).count() as u64;
+                self.torn_line = !lines.contains(&done) && done > 0;
+                self.ledger.written(whole, total - whole);
+                self.report(Some(error));
+            }
+        }
+    }
+
+    /// Writes `bytes`; on failure, how many bytes made it.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), (usize, io::Error)> {
+        let writer: &mut dyn Write = match &mut self.destination {
+            Destination::Stdout(stdout) => stdout,
+            Destination::File { file, .. } => file,
         };
         if self.torn_line {
             writer.write_all(b"\n").map_err(|error| (0, error))?;
             self.torn_line = false;
         }
         let mut done = 0;
-        while done < self.batch.len() {
-            match writer.write(&self.batch[done..]) {
+        while done < bytes.len() {
+            match writer.write(&bytes[done..]) {
                 Ok(0) => return Err((done, io::ErrorKind::WriteZero.into())),
                 Ok(n) => done += n,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -145,40 +399,98 @@ impl Output {
         writer.flush().map_err(|error| (done, error))
     }
 
-    fn clear(&mut self) {
-        self.batch.clear();
-        self.ends.clear();
-    }
-
-    /// Opens the file again (after logrotate moved it). The batch is written
-    /// to the old file first, so no record is lost or written twice.
-    pub fn reopen(&mut self) -> io::Result<Written> {
-        let written = self.flush()?;
-        if let Some(path) = &self.path {
-            self.sink = Sink::File(open_append(path)?);
-            self.torn_line = false;
+    /// Logs when writes start failing and when they work again.
+    fn report(&self, error: Option<io::Error>) {
+        let Ok(mut failing) = self.progress.failing.lock() else {
+            return;
+        };
+        let name = self.name();
+        match (error, failing.is_some()) {
+            (Some(error), false) => {
+                tracing::error!(
+                    "cannot write to {name}: {error}; records are counted as not written until it works again (the kernel keeps counting, metrics keep being served)"
+                );
+                *failing = Some(error.to_string());
+            }
+            (None, true) => {
+                tracing::info!("writing to {name} works again");
+                *failing = None;
+            }
+            _ => {}
         }
-        Ok(written)
     }
 
-    /// Records that could not be written, since start.
-    pub const fn unwritten(&self) -> u64 {
-        self.unwritten
+    fn reopen(&mut self) {
+        let Destination::File { path, .. } = &self.destination else {
+            return;
+        };
+        let path = path.clone();
+        match open_append(&path) {
+            Ok(file) => {
+                self.destination = Destination::File {
+                    path: path.clone(),
+                    file,
+                };
+                self.torn_line = false;
+                tracing::info!("reopened {}", path.display());
+            }
+            Err(error) => tracing::error!("reopening {}: {error}", path.display()),
+        }
     }
 
-    /// The error of the last failed write, while writes keep failing.
-    pub fn failing(&self) -> Option<&io::Error> {
-        self.failing.as_ref()
+    fn name(&self) -> String {
+        match &self.destination {
+            Destination::Stdout(_) => "stdout".to_owned(),
+            Destination::File { path, .. } => path.display().to_string(),
+        }
     }
 }
 
+/// Opens `path` for appending. A FIFO is opened without blocking first:
+/// with no reader that fails at once (ENXIO) instead of hanging start-up,
+/// and writes then block again (on the writer thread only).
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let is_fifo = std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_fifo());
+    if !is_fifo {
+        return OpenOptions::new().create(true).append(true).open(path);
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| {
+            if error.raw_os_error() == Some(libc::ENXIO) {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "it is a FIFO with no reader; start the reader first",
+                )
+            } else {
+                error
+            }
+        })?;
+    set_blocking(&file)?;
+    Ok(file)
+}
+
+fn set_blocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Delivery;
 
     fn line(text: &str) -> impl FnOnce(&mut Vec<u8>) -> io::Result<()> + '_ {
         move |out| {
@@ -194,30 +506,42 @@ mod tests {
         path
     }
 
+    fn counts(ledger: &Ledger) -> (u64, u64) {
+        let Delivery {
+            records_written,
+            records_unwritten,
+            ..
+        } = ledger.daemon_counts();
+        (records_written, records_unwritten)
+    }
+
     #[test]
     fn batches_are_written_and_reopen_follows_the_path() {
         let path = temp("reopen");
-        let mut output = Output::file(&path).unwrap();
+        let ledger = Arc::new(Ledger::default());
+        let mut output = Output::file(&path, Arc::clone(&ledger), Limits::default()).unwrap();
         output.record(line("{\"a\":1}")).unwrap();
         output.record(line("{\"a\":2}")).unwrap();
-        assert_eq!(
-            output.flush().unwrap(),
-            Written {
-                records: 2,
-                unwritten: 0
-            }
-        );
+        output.flush().unwrap();
         let rotated = path.with_extension("1");
+        // Wait for the writer before moving the file, as logrotate's
+        // timing would make it likely.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counts(&ledger).0 < 2 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::fs::rename(&path, &rotated).unwrap();
         output.record(line("{\"a\":3}")).unwrap();
-        assert_eq!(output.reopen().unwrap().records, 1);
+        output.reopen().unwrap();
         output.record(line("{\"a\":4}")).unwrap();
-        output.flush().unwrap();
+        assert!(output.close());
         assert_eq!(
             std::fs::read_to_string(&rotated).unwrap(),
             "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":4}\n");
+        assert_eq!(counts(&ledger), (4, 0));
         let _ = std::fs::remove_file(rotated);
         let _ = std::fs::remove_file(path);
     }
@@ -225,14 +549,15 @@ mod tests {
     #[test]
     fn a_failed_render_leaves_no_partial_record() {
         let path = temp("render");
-        let mut output = Output::file(&path).unwrap();
+        let ledger = Arc::new(Ledger::default());
+        let mut output = Output::file(&path, ledger, Limits::default()).unwrap();
         output.record(line("{\"ok\":1}")).unwrap();
         let failed = output.record(|out| {
             out.extend_from_slice(b"{\"half");
             Err(io::ErrorKind::Other.into())
         });
         assert!(failed.is_err());
-        output.flush().unwrap();
+        assert!(output.close());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"ok\":1}\n");
         let _ = std::fs::remove_file(path);
     }
@@ -240,21 +565,80 @@ mod tests {
     #[test]
     fn write_failures_are_counted_not_fatal() {
         // /dev/full fails every write with ENOSPC.
-        let mut output = Output::file(Path::new("/dev/full")).unwrap();
+        let ledger = Arc::new(Ledger::default());
+        let mut output = Output::file(
+            Path::new("/dev/full"),
+            Arc::clone(&ledger),
+            Limits::default(),
+        )
+        .unwrap();
         output.record(line("{}")).unwrap();
         output.record(line("{}")).unwrap();
-        let written = output.flush().unwrap();
-        assert_eq!(
-            written,
-            Written {
-                records: 0,
-                unwritten: 2
+        output.flush().unwrap();
+        let progress = output.progress();
+        assert!(output.close());
+        assert_eq!(counts(&ledger), (0, 2));
+        assert!(progress.failing().unwrap().contains("No space left"));
+    }
+
+    fn fifo(name: &str) -> PathBuf {
+        let path = temp(name);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        path
+    }
+
+    #[test]
+    fn a_fifo_without_a_reader_fails_at_once() {
+        let path = fifo("noreader");
+        let error = Output::file(&path, Arc::new(Ledger::default()), Limits::default())
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("no reader"), "{error}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_stalled_reader_never_blocks_the_daemon() {
+        let path = fifo("stalled");
+        // A reader that never reads: the pipe fills at 64 KiB.
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let ledger = Arc::new(Ledger::default());
+        let limits = Limits {
+            queued_bytes: 256 * 1024,
+            close_timeout: Duration::from_millis(200),
+        };
+        let mut output = Output::file(&path, Arc::clone(&ledger), limits).unwrap();
+        let started = std::time::Instant::now();
+        let text = "x".repeat(1000);
+        for _ in 0..1000 {
+            for _ in 0..10 {
+                output.record(line(&text)).unwrap();
             }
+            output.flush().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "flushes waited for the reader: {:?}",
+            started.elapsed()
         );
-        assert_eq!(output.unwritten(), 2);
-        assert_eq!(
-            output.failing().and_then(io::Error::raw_os_error),
-            Some(libc::ENOSPC)
-        );
+        let progress = output.progress();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while progress.busy_for(WallClock::monotonic_now_ns()).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never blocked"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!output.close(), "the writer cannot finish");
+        let (written, unwritten) = counts(&ledger);
+        assert!(unwritten > 9_000, "{written} written, {unwritten} not");
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -285,6 +285,7 @@ struct DeliveryCollector {
     outcomes_unmatched: IntCounter,
     calls_unseen: IntCounter,
     status_checks_unmatched: IntCounter,
+    handshakes_expired: IntCounter,
     pending: IntGauge,
 }
 
@@ -340,6 +341,10 @@ impl DeliveryCollector {
                 "connect_trace_status_checks_unmatched_total",
                 "Recent attempts displaced from the kernel's table while a status check (connect() called again to learn the result) could still come for them; such a check would count as an attempt.",
             )?,
+            handshakes_expired: counter(
+                "connect_trace_handshakes_expired_total",
+                "Handshakes the kernel followed but never saw end, removed from its table once older than --resolve-timeout.",
+            )?,
             pending: IntGauge::new(
                 "connect_trace_pending_attempts",
                 "Attempts waiting for their handshake to end.",
@@ -347,8 +352,9 @@ impl DeliveryCollector {
         })
     }
 
-    fn counters(&self) -> [&IntCounter; 7] {
+    fn counters(&self) -> [&IntCounter; 8] {
         [
+            &self.handshakes_expired,
             &self.records_delivered,
             &self.records_written,
             &self.records_unwritten,

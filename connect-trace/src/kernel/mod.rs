@@ -12,5 +12,5 @@ mod tracer;
 
 pub use counters::{KernelCounters, KernelStats, OutcomeTally};
 pub use tracer::{
-    DEFAULT_RING_BUFFER_BYTES, LoadError, MAX_RING_BUFFER_BYTES, Tracer, TracerConfig,
+    DEFAULT_RING_BUFFER_BYTES, LoadError, MAX_RING_BUFFER_BYTES, PendingSweep, Tracer, TracerConfig,
 };

@@ -72,6 +72,20 @@ pub fn drop_after_attach() -> Result<Vec<Capability>, caps::errors::CapsError> {
     Ok(keep.into_iter().collect())
 }
 
+/// Drops every capability of the calling thread (capabilities are per
+/// thread): for helper threads that need none.
+pub fn drop_in_this_thread() -> Result<(), caps::errors::CapsError> {
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use connect_trace_common::{
+    abi::PendingHandshake,
     config::{self, Config, TracepointOffsets},
     names::{map, program},
 };
@@ -118,6 +119,7 @@ pub enum LoadError {
 pub struct Tracer {
     ebpf: Ebpf,
     stats: Arc<KernelStats>,
+    pending: HashMap<MapData, u64, PendingHandshake>,
     program_ids: Vec<u32>,
     btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
@@ -288,9 +290,17 @@ impl Tracer {
 
         let counters = take_per_cpu_array(&mut ebpf, map::COUNTERS)?;
         let outcomes = take_per_cpu_array(&mut ebpf, map::OUTCOMES)?;
+        let pending = ebpf
+            .take_map(map::PENDING)
+            .ok_or(LoadError::MissingMap(map::PENDING))?;
+        let pending = HashMap::try_from(pending).map_err(|source| LoadError::Map {
+            name: map::PENDING,
+            source,
+        })?;
         Ok(Self {
             ebpf,
             stats: Arc::new(KernelStats::new(counters, outcomes)),
+            pending,
             program_ids,
             btf_problems,
             handshake_hook,
@@ -332,6 +342,63 @@ impl Tracer {
     /// them, after the programs are detached too.
     pub fn stats(&self) -> Arc<KernelStats> {
         Arc::clone(&self.stats)
+    }
+}
+
+/// What [`Tracer::sweep_pending`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingSweep {
+    /// Handshakes the kernel still follows.
+    pub followed: u64,
+    /// Entries removed because their SYN went out longer ago than any
+    /// handshake lasts: their end was never seen (the kernel did not report
+    /// it, or the socket was torn down without a state change).
+    pub expired: u64,
+}
+
+impl Tracer {
+    /// Removes the kernel's entries for handshakes whose SYN went out more
+    /// than `max_age_ns` before `now_ns` (CLOCK_MONOTONIC), so that they
+    /// neither fill the map nor ever match a later socket at the same
+    /// address, and counts them. Walks the whole map: call it every few
+    /// seconds, not per event.
+    pub fn sweep_pending(
+        &mut self,
+        now_ns: u64,
+        max_age_ns: u64,
+    ) -> Result<PendingSweep, MapError> {
+        let mut sweep = PendingSweep::default();
+        let mut stale = Vec::new();
+        for entry in self.pending.iter() {
+            // An entry removed by the kernel while we walk is simply gone.
+            let Ok((sock, handshake)) = entry else {
+                continue;
+            };
+            if now_ns.saturating_sub(handshake.syn_ns) > max_age_ns {
+                stale.push(sock);
+            } else {
+                sweep.followed += 1;
+            }
+        }
+        for sock in stale {
+            if self.pending.remove(&sock).is_ok() {
+                sweep.expired += 1;
+            }
+        }
+        Ok(sweep)
+    }
+
+    /// Adds an entry to the kernel's map of followed handshakes, as if a
+    /// SYN had gone out at `syn_ns` on `sock`; for tests of the sweep.
+    #[doc(hidden)]
+    pub fn follow_for_test(&mut self, sock: u64, syn_ns: u64) -> Result<(), MapError> {
+        let handshake = PendingHandshake {
+            syn_ns,
+            pid_tgid: 0,
+            family_slot: 0,
+            fd: -1,
+        };
+        self.pending.insert(&sock, &handshake, 0)
     }
 }
 

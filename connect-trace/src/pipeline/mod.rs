@@ -127,6 +127,9 @@ impl Pipeline {
         resolver.expire(now_ns, &mut |resolved| {
             consume(resolved, now_ns, aggregator, sinks)
         })?;
+        if resolver.shrink() {
+            give_back_free_memory();
+        }
         self.end_batch()
     }
 
@@ -205,6 +208,17 @@ impl Pipeline {
         }
         self.ledger.resolver(self.resolver.stats());
         Ok(())
+    }
+}
+
+/// Returns freed heap memory to the system: glibc keeps what a burst freed
+/// for later use, so the RSS a burst raised would otherwise never fall.
+fn give_back_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks and releases the allocator's free
+    // memory; it takes no pointers of ours.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

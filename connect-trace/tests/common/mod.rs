@@ -218,6 +218,11 @@ impl Traced {
         }
     }
 
+    /// Forgets the records seen so far, so the next wait sees only new ones.
+    pub fn forget_seen(&mut self) {
+        self.seen.clear();
+    }
+
     /// Every record received so far, from any thread.
     pub fn seen(&self) -> &[ConnectAttempt] {
         &self.seen
