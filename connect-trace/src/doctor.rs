@@ -635,7 +635,7 @@ fn check_cgroup2(mounts: &str) -> Check {
 }
 
 /// The mount points of every `fstype` mount in a /proc/mounts text.
-fn mount_points(mounts: &str, fstype: &str) -> Vec<PathBuf> {
+pub(crate) fn mount_points(mounts: &str, fstype: &str) -> Vec<PathBuf> {
     mounts
         .lines()
         .filter_map(|line| {

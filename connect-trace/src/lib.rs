@@ -37,3 +37,4 @@ pub mod sockaddr;
 pub mod topk;
 pub mod tracefs;
 pub mod window;
+pub mod workload;
