@@ -635,3 +635,30 @@ fn resolution_costs() {
     }
     engines::remove_cgroup_everywhere(&base, 0);
 }
+
+#[test]
+fn ids_still_resolve_after_the_daemon_drops_its_capabilities() {
+    require_root();
+    let process = CgroupProcess::start(&format!(
+        "/system.slice/docker-{}.scope",
+        engines::random_container_id()
+    ));
+    let cgroup_id = engines::cgroup_id(&process.relative);
+    let mut workloads = workloads(None, true);
+    assert_eq!(workloads.resolution(), Some(Resolution::FileHandle));
+    // As the daemon does once attached. Capabilities are per thread: this
+    // one keeps its own to remove the cgroup afterwards.
+    let (workload, resolution, departed) = std::thread::spawn(move || {
+        connect_trace::privileges::drop_after_attach().expect("capset");
+        let workload = workloads.identify(cgroup_id, 0, Instant::now());
+        let resolution = workloads.resolution();
+        workloads.sweep(Instant::now());
+        let departed = workloads.counters().snapshot().departed_cgroups;
+        (workload, resolution, departed)
+    })
+    .join()
+    .expect("the thread");
+    assert_eq!(workload.cgroup.as_deref(), Some(process.relative.as_str()));
+    assert_eq!(resolution, Some(Resolution::Walk));
+    assert_eq!(departed, 0, "a live cgroup is not taken for removed");
+}

@@ -36,6 +36,18 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "tests scrape the daemon with a real Prometheus and lint it with promtool",
     ),
+    (
+        "protobuf-compiler",
+        "containerd-client generates containerd's gRPC bindings with protoc when it builds",
+    ),
+    (
+        "docker.io",
+        "workload tests run a private Docker engine, its containerd and ctr",
+    ),
+    (
+        "busybox-static",
+        "workload tests build their container image offline from /bin/busybox",
+    ),
 ];
 
 /// Installs whatever is missing.

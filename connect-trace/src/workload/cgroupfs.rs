@@ -228,13 +228,18 @@ impl CgroupFs {
         self.index.get(&id).cloned()
     }
 
-    /// Whether cgroup `id` still exists: asked by handle, or by the walk
-    /// made for this call.
-    pub fn exists(&mut self, id: u64) -> bool {
-        if self.handle_type.is_some()
-            && let Ok(path) = self.path_by_handle(id)
-        {
-            return path.is_some();
+    /// Whether cgroup `id` still exists: asked by handle, or in the index
+    /// of the last walk ([`CgroupFs::refresh`]). When handles stop working
+    /// (capabilities dropped), the tree is walked now instead.
+    pub fn exists(&mut self, id: u64, now: Instant) -> bool {
+        if self.handle_type.is_some() {
+            match self.path_by_handle(id) {
+                Ok(path) => return path.is_some(),
+                Err(_) => {
+                    self.handle_type = None;
+                    self.refresh_index(now);
+                }
+            }
         }
         self.index.contains_key(&id)
     }

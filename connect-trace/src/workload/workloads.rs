@@ -522,7 +522,7 @@ impl Workloads {
                 .map(|(id, _)| *id)
                 .collect();
             for id in live {
-                if !cgroups.exists(id)
+                if !cgroups.exists(id, now)
                     && let Some(entry) = self.entries.get_mut(&id)
                 {
                     entry.state = State::Departed;
