@@ -139,6 +139,8 @@ fn real_engines() {
         eprintln!("containerd scenario: {:?}", started.elapsed());
         short_lived_processes_and_removed_containers(&docker).await;
         eprintln!("short-lived scenario: {:?}", started.elapsed());
+        containers_gone_before_their_records_are_read(&docker).await;
+        eprintln!("short-lived container scenario: {:?}", started.elapsed());
         hung_then_stopped_engine(&mut docker).await;
         eprintln!("engine failure scenario: {:?}", started.elapsed());
     });
@@ -343,6 +345,68 @@ async fn short_lived_processes_and_removed_containers(docker: &Docker) {
     assert_eq!(forgotten.cgroup, None);
     assert_eq!(forgotten.container, None);
     assert_eq!(workloads.counters().snapshot().unresolved_cgroups, 1);
+}
+
+/// A job that starts, does its one thing and exits: by the time its
+/// record is read, its cgroup is gone. The container prints its own cgroup
+/// id (the inode of its v2 directory, through a read-only bind mount of the
+/// v2 tree), as the kernel would put it in the record.
+async fn containers_gone_before_their_records_are_read(docker: &Docker) {
+    let mut watching = workloads(Some(lookups_of(docker)), true);
+    let mut not_watching = Workloads::with_cgroups(
+        Some(cgroups()),
+        has_v1(),
+        WorkloadConfig {
+            lookups: None,
+            watch: false,
+            ..WorkloadConfig::default()
+        },
+    );
+    let v2 = format!("{}:/cg2:ro", engines::cgroup2_root().display());
+    let printed = docker.docker(&[
+        "run",
+        "--network",
+        "none",
+        "--name",
+        "ct-job",
+        "-v",
+        &v2,
+        IMAGE,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "p=$(/bin/busybox sed -n 's/^0:://p' /proc/self/cgroup); /bin/busybox stat -c %i /cg2$p",
+    ]);
+    let cgroup_id: u64 = printed
+        .parse()
+        .expect("the container printed its cgroup id");
+    let id = docker.docker(&["inspect", "-f", "{{.Id}}", "ct-job"]);
+    let cgroup = format!("/docker/{id}");
+    assert!(
+        !engines::cgroup2_root()
+            .join(cgroup.trim_start_matches('/'))
+            .exists(),
+        "the container's cgroup is gone"
+    );
+    let workload = settled(&mut watching, cgroup_id, dead_pid()).await;
+    assert_eq!(
+        workload.cgroup.as_deref(),
+        Some(cgroup.as_str()),
+        "{workload:?}"
+    );
+    let container = workload.container.as_ref().expect("a container");
+    assert_eq!(&*container.id, id);
+    // Docker still knows the stopped container.
+    assert_eq!(container.name.as_deref(), Some("ct-job"));
+    assert!(watching.counters().snapshot().watch_learned >= 1);
+
+    // Without the watcher, the id of a removed cgroup says nothing.
+    let unknown = not_watching.identify(cgroup_id, 0, Instant::now());
+    assert_eq!(
+        (unknown.cgroup.as_deref(), unknown.container.as_ref()),
+        (None, None)
+    );
+    docker.docker(&["rm", "ct-job"]);
 }
 
 async fn hung_then_stopped_engine(docker: &mut Docker) {

@@ -15,6 +15,7 @@
 //! known identity in [`super::Workloads`].
 
 use std::{
+    collections::VecDeque,
     ffi::CString,
     fs, io,
     os::{
@@ -109,7 +110,14 @@ pub struct CgroupFs {
     last_walk: Option<Instant>,
     walks: u64,
     truncated_walks: u64,
+    /// Cgroups learned as they were made ([`super::watch`]), oldest first
+    /// in `learned_order`; they may be gone since.
+    learned: FxHashMap<u64, Arc<str>>,
+    learned_order: VecDeque<u64>,
 }
+
+/// Most cgroups kept from [`CgroupFs::learn`]; the oldest go first.
+pub const LEARNED_LIMIT: usize = 65_536;
 
 impl CgroupFs {
     /// Opens the cgroup v2 hierarchy named in `mounts` (the text of
@@ -164,6 +172,8 @@ impl CgroupFs {
             last_walk: None,
             walks: 0,
             truncated_walks: 0,
+            learned: FxHashMap::default(),
+            learned_order: VecDeque::new(),
         };
         cgroups.handle_type = cgroups.probe_handles();
         Ok(cgroups)
@@ -208,6 +218,9 @@ impl CgroupFs {
     /// The path of cgroup `id`, or `None` when no such cgroup exists now (or
     /// none was found by a walk made in the last few milliseconds).
     pub fn path_of(&mut self, id: u64, now: Instant) -> Option<Arc<str>> {
+        if let Some(path) = self.learned.get(&id) {
+            return Some(Arc::clone(path));
+        }
         if self.handle_type.is_some() {
             match self.path_by_handle(id) {
                 Ok(path) => return path.map(Arc::from),
@@ -226,6 +239,20 @@ impl CgroupFs {
         }
         self.refresh_index(now);
         self.index.get(&id).cloned()
+    }
+
+    /// Remembers that cgroup `id` is (or was) at `path`: a cgroup seen when
+    /// it was made keeps its path for [`CgroupFs::path_of`] after it is
+    /// gone. Bounded by [`LEARNED_LIMIT`].
+    pub fn learn(&mut self, id: u64, path: Arc<str>) {
+        if self.learned.insert(id, path).is_none() {
+            self.learned_order.push_back(id);
+        }
+        while self.learned_order.len() > LEARNED_LIMIT {
+            if let Some(oldest) = self.learned_order.pop_front() {
+                self.learned.remove(&oldest);
+            }
+        }
     }
 
     /// Whether cgroup `id` still exists: asked by handle, or in the index
@@ -342,6 +369,10 @@ impl CgroupFs {
         let handle_type = self
             .handle_type
             .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+        self.open_handle(handle_type, id)
+    }
+
+    fn open_handle(&self, handle_type: i32, id: u64) -> io::Result<Option<String>> {
         let mut handle = KernfsHandle {
             handle_bytes: 8,
             handle_type,
@@ -405,18 +436,7 @@ impl CgroupFs {
         if ret != 0 || handle.handle_bytes != 8 || u64::from_ne_bytes(handle.id) != root_ino {
             return None;
         }
-        let probe = Self {
-            root: self.root.clone(),
-            root_fd: self.root_fd.try_clone().ok()?,
-            handle_type: Some(handle.handle_type),
-            has_v1: self.has_v1,
-            walk_limit: 0,
-            index: FxHashMap::default(),
-            last_walk: None,
-            walks: 0,
-            truncated_walks: 0,
-        };
-        matches!(probe.path_by_handle(root_ino), Ok(Some(path)) if path == "/")
+        matches!(self.open_handle(handle.handle_type, root_ino), Ok(Some(path)) if path == "/")
             .then_some(handle.handle_type)
     }
 }

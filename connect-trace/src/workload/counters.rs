@@ -28,6 +28,15 @@ pub struct WorkloadCounters {
     pub cgroup_walks_truncated: AtomicU64,
     /// `/proc/PID/cgroup` reads for the v1 paths.
     pub v1_reads: AtomicU64,
+    /// New cgroups learned from the watcher as they were made.
+    pub watch_learned: AtomicU64,
+    /// New cgroups the watcher could not pass on (its queue was full).
+    pub watch_dropped: AtomicU64,
+    /// Times the kernel's inotify queue overflowed and the tree was looked
+    /// at again.
+    pub watch_overflows: AtomicU64,
+    /// Directories the watcher could not watch (`max_user_watches`).
+    pub watch_errors: AtomicU64,
     /// Runtime lookups started.
     pub lookups: AtomicU64,
     /// Lookups a runtime answered.
@@ -68,6 +77,10 @@ impl WorkloadCounters {
             cgroup_walks,
             cgroup_walks_truncated,
             v1_reads,
+            watch_learned,
+            watch_dropped,
+            watch_overflows,
+            watch_errors,
             lookups,
             lookups_found,
             lookups_not_found,
@@ -87,6 +100,10 @@ impl WorkloadCounters {
             cgroup_walks: get(cgroup_walks),
             cgroup_walks_truncated: get(cgroup_walks_truncated),
             v1_reads: get(v1_reads),
+            watch_learned: get(watch_learned),
+            watch_dropped: get(watch_dropped),
+            watch_overflows: get(watch_overflows),
+            watch_errors: get(watch_errors),
             lookups: get(lookups),
             lookups_found: get(lookups_found),
             lookups_not_found: get(lookups_not_found),
@@ -112,6 +129,10 @@ pub struct WorkloadCountersSnapshot {
     pub cgroup_walks: u64,
     pub cgroup_walks_truncated: u64,
     pub v1_reads: u64,
+    pub watch_learned: u64,
+    pub watch_dropped: u64,
+    pub watch_overflows: u64,
+    pub watch_errors: u64,
     pub lookups: u64,
     pub lookups_found: u64,
     pub lookups_not_found: u64,

@@ -3,7 +3,9 @@
 //! The kernel record carries the caller's cgroup v2 id. From it:
 //! - [`cgroupfs`] finds the cgroup's path (by file handle, or by walking the
 //!   cgroup v2 tree), and on cgroup-v1 and hybrid hosts also reads the v1
-//!   paths of a process that is still alive;
+//!   paths of a process that is still alive; [`watch`] learns each new
+//!   cgroup's path the moment it is made, so that a container gone before
+//!   its records are read is still named;
 //! - [`path`] reads the container id, the runtime and the pod uid out of
 //!   that path, with no I/O;
 //! - [`lookup`] asks the container runtimes ([`docker`], [`containerd`])
@@ -30,6 +32,7 @@ pub mod labels;
 pub mod lookup;
 pub mod path;
 pub mod status;
+pub mod watch;
 mod workloads;
 
 use std::{fmt, sync::Arc};

@@ -32,6 +32,7 @@ use super::{
     labels,
     lookup::{ContainerFacts, LookupConfig, LookupOutcome, LookupRequest, Lookups},
     path::{self, PathFacts},
+    watch::CgroupWatcher,
 };
 
 /// How workloads are found and how much is kept.
@@ -43,6 +44,9 @@ pub struct WorkloadConfig {
     /// Resolve ids with `open_by_handle_at` when it works (needs
     /// CAP_DAC_READ_SEARCH); otherwise walk the tree.
     pub file_handles: bool,
+    /// Watch the cgroup v2 tree for new cgroups ([`super::watch`]), so that
+    /// a container gone before its records are read is still named.
+    pub watch: bool,
     /// On cgroup-v1 and hybrid hosts, read `/proc/PID/cgroup` when the
     /// cgroup v2 path names no workload.
     pub v1: bool,
@@ -70,6 +74,7 @@ impl Default for WorkloadConfig {
         Self {
             lookups: Some(LookupConfig::default()),
             file_handles: true,
+            watch: true,
             v1: true,
             max_cgroups: 65_536,
             max_departed: 4096,
@@ -157,6 +162,7 @@ pub struct Workloads {
     containers: FxHashMap<Arc<str>, Meta>,
     pids: FxHashMap<u32, PidEntry>,
     lookups: Option<Lookups>,
+    watcher: Option<CgroupWatcher>,
     counters: Arc<WorkloadCounters>,
     walks_counted: (u64, u64),
 }
@@ -203,6 +209,19 @@ impl Workloads {
             .lookups
             .as_ref()
             .map(|lookup| Lookups::spawn(lookup, Arc::clone(&counters)));
+        let watcher = cgroups
+            .as_ref()
+            .filter(|_| config.watch)
+            .and_then(|cgroups| match CgroupWatcher::start(cgroups.root(), Arc::clone(&counters)) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(
+                        "cannot watch {} for new cgroups ({error}): a container gone before its records are read is reported by cgroup id only",
+                        cgroups.root().display()
+                    );
+                    None
+                }
+            });
         Self {
             config,
             cgroups,
@@ -213,6 +232,7 @@ impl Workloads {
             containers: FxHashMap::default(),
             pids: FxHashMap::default(),
             lookups,
+            watcher,
             counters,
             walks_counted: (0, 0),
         }
@@ -273,6 +293,7 @@ impl Workloads {
 
     fn miss(&mut self, cgroup_id: u64, pid: u32, now: Instant) -> Arc<Workload> {
         WorkloadCounters::bump(&self.counters.cache_misses);
+        self.take_discovered();
         let path = self
             .cgroups
             .as_mut()
@@ -460,6 +481,7 @@ impl Workloads {
     /// Applies every finished runtime lookup; returns how many. Cheap when
     /// there are none: call it once per batch of records.
     pub fn apply_lookups(&mut self, now: Instant) -> usize {
+        self.take_discovered();
         let mut applied = 0;
         while let Some(result) = self.lookups.as_mut().and_then(Lookups::try_result) {
             let retry_at = now + self.config.retry_after;
@@ -579,6 +601,17 @@ impl Workloads {
                 .unwrap_or_default();
             let meta = self.request(&id, &facts, now);
             self.set_meta(&id, meta);
+        }
+    }
+
+    /// Takes the cgroups the watcher saw made.
+    fn take_discovered(&mut self) {
+        let (Some(watcher), Some(cgroups)) = (&self.watcher, self.cgroups.as_mut()) else {
+            return;
+        };
+        while let Some((id, path)) = watcher.try_found() {
+            cgroups.learn(id, path);
+            WorkloadCounters::bump(&self.counters.watch_learned);
         }
     }
 
