@@ -565,7 +565,19 @@ fn kubernetes_layouts_made_by_hand() {
             filter::kernel_target(workloads.cgroups().expect("v2"), pod_path).expect("target");
         assert_eq!(target.id, engines::cgroup_id(pod_path));
         assert_eq!(target.level, 3);
+        // The same directory named by its full path.
+        let absolute = format!("{}{pod_path}", engines::cgroup2_root().display());
+        let same =
+            filter::kernel_target(workloads.cgroups().expect("v2"), &absolute).expect("target");
+        assert_eq!(same, target);
     }
+    let missing = filter::kernel_target(workloads.cgroups().expect("v2"), "/ct-test-nonexistent");
+    let error = missing.expect_err("no such cgroup").to_string();
+    assert!(
+        error.contains("/ct-test-nonexistent is not a cgroup v2 directory"),
+        "{error}"
+    );
+    assert!(filter::kernel_target(workloads.cgroups().expect("v2"), "/proc").is_err());
 }
 
 #[test]
@@ -690,8 +702,28 @@ fn resolution_costs() {
         std::hint::black_box(workloads.identify(std::hint::black_box(id), 0, now));
     }
     let hit = started.elapsed() / calls;
+
+    // Cgroups made while the watcher runs are known before their first
+    // record: a miss costs no system call.
+    let fresh: Vec<String> = (0..20).map(|i| format!("{base}/new{i}")).collect();
+    for path in &fresh {
+        std::fs::create_dir(root.join(path.trim_start_matches('/'))).expect("mkdir");
+    }
+    let fresh_ids: Vec<u64> = fresh.iter().map(|path| engines::cgroup_id(path)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    workloads.apply_lookups(Instant::now());
+    let started = Instant::now();
+    for (path, id) in fresh.iter().zip(&fresh_ids) {
+        let workload = workloads.identify(*id, 0, Instant::now());
+        assert_eq!(workload.cgroup.as_deref(), Some(path.as_str()));
+    }
+    let learned = started.elapsed() / 20;
+    assert!(workloads.counters().snapshot().watch_learned >= 20);
+    for path in &fresh {
+        let _ = std::fs::remove_dir(root.join(path.trim_start_matches('/')));
+    }
     eprintln!(
-        "cache hit {hit:?}; miss by file handle {by_handle:?}; miss by walk {walk:?} ({found} cgroups)"
+        "cache hit {hit:?}; miss on a cgroup learned by the watcher {learned:?}; miss by file handle {by_handle:?}; miss by walk {walk:?} ({found} cgroups)"
     );
     assert!(hit < Duration::from_micros(2), "a cache hit took {hit:?}");
     for i in 0..count {

@@ -255,25 +255,24 @@ impl CgroupFs {
         }
     }
 
-    /// Whether cgroup `id` still exists: asked by handle, or in the index
-    /// of the last walk ([`CgroupFs::refresh`]). When handles stop working
-    /// (capabilities dropped), the tree is walked now instead.
-    pub fn exists(&mut self, id: u64, now: Instant) -> bool {
+    /// Whether cgroup `id`, last seen at `path`, still exists: asked by
+    /// handle, or else by `stat`ing the path and comparing the inode
+    /// number (a cgroup made again at the same path has a new id). Handles
+    /// that stop working (capabilities dropped) are not used again.
+    pub fn exists(&mut self, id: u64, path: &str) -> bool {
         if self.handle_type.is_some() {
             match self.path_by_handle(id) {
-                Ok(path) => return path.is_some(),
-                Err(_) => {
-                    self.handle_type = None;
-                    self.refresh_index(now);
-                }
+                Ok(found) => return found.is_some(),
+                Err(_) => self.handle_type = None,
             }
         }
-        self.index.contains_key(&id)
+        fs::metadata(self.root.join(path.trim_start_matches('/')))
+            .is_ok_and(|metadata| metadata.ino() == id)
     }
 
-    /// Walks the tree again now, for [`CgroupFs::exists`] and later misses.
-    /// With file handles working, nothing needs the index and this does
-    /// nothing.
+    /// Walks the tree now, so that the cgroups that exist are known before
+    /// their first record. With file handles working this is not needed
+    /// and does nothing.
     pub fn refresh(&mut self, now: Instant) {
         if self.handle_type.is_none() {
             self.refresh_index(now);

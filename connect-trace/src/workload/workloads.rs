@@ -535,16 +535,16 @@ impl Workloads {
     /// keep their identity for a while), forgets what is old, and asks
     /// again about containers whose lookup failed.
     pub fn sweep(&mut self, now: Instant) {
+        self.take_discovered();
         if let Some(cgroups) = self.cgroups.as_mut() {
-            cgroups.refresh(now);
-            let live: Vec<u64> = self
+            let live: Vec<(u64, Arc<str>)> = self
                 .entries
                 .iter()
-                .filter(|(_, entry)| entry.state == State::Live)
-                .map(|(id, _)| *id)
+                .filter(|(_, entry)| entry.state == State::Live && !entry.workload.cgroup_v1)
+                .filter_map(|(id, entry)| Some((*id, Arc::clone(entry.workload.cgroup.as_ref()?))))
                 .collect();
-            for id in live {
-                if !cgroups.exists(id, now)
+            for (id, path) in live {
+                if !cgroups.exists(id, &path)
                     && let Some(entry) = self.entries.get_mut(&id)
                 {
                     entry.state = State::Departed;
@@ -730,6 +730,13 @@ mod tests {
             pending.pod.and_then(|p| p.uid).as_deref(),
             Some("8d2c6b1e-4f3a-4b5c-9d8e-7f6a5b4c3d2e")
         );
+    }
+
+    #[test]
+    fn workloads_can_move_to_another_task() {
+        fn send<T: Send>() {}
+        send::<Workloads>();
+        send::<Arc<Workload>>();
     }
 
     #[test]
