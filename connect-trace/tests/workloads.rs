@@ -617,7 +617,7 @@ fn removed_cgroups_are_bounded_and_counted() {
         assert_eq!(counts.departed_evicted, 2, "file handles: {file_handles}");
         assert_eq!(workloads.cached().1, 1);
     }
-    engines::remove_cgroup_everywhere(&base, 0);
+    engines::remove_cgroup_everywhere(&base);
 }
 
 #[test]
@@ -666,6 +666,7 @@ fn resolution_costs() {
     let base = format!("/ct-test-costs-{}", std::process::id());
     let root = engines::cgroup2_root();
     let count = 200;
+    engines::claim_cgroup(&base);
     for i in 0..count {
         std::fs::create_dir_all(root.join(format!("{}/c{i}", base.trim_start_matches('/'))))
             .expect("mkdir");
@@ -729,7 +730,7 @@ fn resolution_costs() {
     for i in 0..count {
         let _ = std::fs::remove_dir(root.join(format!("{}/c{i}", base.trim_start_matches('/'))));
     }
-    engines::remove_cgroup_everywhere(&base, 0);
+    engines::remove_cgroup_everywhere(&base);
 }
 
 #[test]

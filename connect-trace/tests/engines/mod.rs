@@ -8,6 +8,7 @@
 #![allow(dead_code, reason = "not every test uses every helper")]
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::Write as _,
     os::unix::fs::MetadataExt as _,
@@ -26,15 +27,60 @@ pub const CTR_IMAGE: &str = "docker.io/library/ct-test:1";
 /// How long one engine command may take.
 const COMMAND_TIMEOUT: &str = "60";
 
-/// Held while making or removing cgroup directories, so that tests running
-/// in parallel do not remove a parent (`/kubepods`) another is making a
-/// child in.
-static CGROUP_TREE: Mutex<()> = Mutex::new(());
+/// The cgroup directories this test binary made (in any hierarchy), which
+/// it alone removes. Held while making or removing them, so that tests
+/// running in parallel do not remove a parent (`/kubepods`) another is
+/// making a child in; whichever test is last to leave a shared parent
+/// removes it.
+static MADE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-fn cgroup_tree() -> MutexGuard<'static, ()> {
-    CGROUP_TREE
-        .lock()
+fn made() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    MADE.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Every hierarchy's mount point, v1 and v2.
+fn hierarchies() -> Vec<PathBuf> {
+    mounts_of("cgroup")
+        .into_iter()
+        .chain(mounts_of("cgroup2"))
+        .collect()
+}
+
+/// `relative` and its ancestors under `root`, deepest first.
+fn lineage(root: &Path, relative: &str) -> Vec<PathBuf> {
+    let components: Vec<&str> = relative.split('/').filter(|c| !c.is_empty()).collect();
+    (1..=components.len())
+        .rev()
+        .map(|depth| root.join(components[..depth].join("/")))
+        .collect()
+}
+
+/// Makes cgroup `relative` under `root`, noting each directory made.
+fn make_cgroup(made: &mut BTreeSet<PathBuf>, root: &Path, relative: &str) -> PathBuf {
+    for dir in lineage(root, relative).into_iter().rev() {
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                made.insert(dir);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => panic!("{}: {error}", dir.display()),
+        }
+    }
+    root.join(relative.trim_start_matches('/'))
+}
+
+/// Notes the directories of `relative` that do not exist yet in any
+/// hierarchy: a runtime is about to make them for this test.
+pub fn claim_cgroup(relative: &str) {
+    let mut made = made();
+    for root in hierarchies() {
+        for dir in lineage(&root, relative) {
+            if !dir.exists() {
+                made.insert(dir);
+            }
+        }
+    }
 }
 
 /// Where cgroup v2 is mounted, from /proc/self/mounts.
@@ -66,15 +112,15 @@ pub fn cgroup_id(relative: &str) -> u64 {
         .ino()
 }
 
-/// Removes cgroup `relative` and then its parents up to `keep_depth`
-/// components, in every hierarchy (v1 and v2), when they are empty. A
-/// parent another user still uses stays.
-pub fn remove_cgroup_everywhere(relative: &str, keep_depth: usize) {
-    let _tree = cgroup_tree();
-    let components: Vec<&str> = relative.split('/').filter(|c| !c.is_empty()).collect();
-    for root in mounts_of("cgroup").into_iter().chain(mounts_of("cgroup2")) {
-        for depth in (keep_depth + 1..=components.len()).rev() {
-            let _ = fs::remove_dir(root.join(components[..depth].join("/")));
+/// Removes cgroup `relative` and those of its parents this binary made, in
+/// every hierarchy, when they are empty.
+pub fn remove_cgroup_everywhere(relative: &str) {
+    let mut made = made();
+    for root in hierarchies() {
+        for dir in lineage(&root, relative) {
+            if made.contains(&dir) && fs::remove_dir(&dir).is_ok() {
+                made.remove(&dir);
+            }
         }
     }
 }
@@ -142,6 +188,9 @@ pub struct Docker {
 impl Docker {
     /// Starts dockerd and waits until it answers (at most 60 s).
     pub fn start() -> Self {
+        // dockerd makes /docker for its containers: remove it afterwards
+        // unless something else had made it.
+        claim_cgroup("/docker");
         let dir = temp_dir("ct-dockerd");
         let socket = dir.join("docker.sock");
         let log = fs::File::create(dir.join("dockerd.log")).expect("log file");
@@ -291,7 +340,7 @@ impl Docker {
             .push((namespace.to_owned(), id.to_owned()));
         self.ctr_cgroups.push(cgroup.to_owned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let _tree = cgroup_tree();
+        claim_cgroup(cgroup);
         self.ctr(namespace, &args);
     }
 
@@ -346,9 +395,9 @@ impl Docker {
             signal(pid, libc::SIGKILL);
         }
         for cgroup in std::mem::take(&mut self.ctr_cgroups) {
-            remove_cgroup_everywhere(&cgroup, 0);
+            remove_cgroup_everywhere(&cgroup);
         }
-        remove_cgroup_everywhere("/docker", 0);
+        remove_cgroup_everywhere("/docker");
         unmount_below(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -392,50 +441,35 @@ fn unmount_below(dir: &Path) {
     }
 }
 
-/// A process (`sleep`) moved into a cgroup v2 directory the test made;
-/// dropping it kills the process and removes the directory in every
-/// hierarchy it was made in.
+/// A process (`sleep`) moved into a cgroup directory the test made;
+/// dropping it kills the process and removes the directories made for it.
 pub struct CgroupProcess {
-    /// The cgroup, relative to the v2 root.
+    /// The cgroup, relative to its hierarchy's root.
     pub relative: String,
     /// The process.
     pub child: Child,
-    /// Components of `relative` that existed before and stay.
-    keep_depth: usize,
 }
 
 impl CgroupProcess {
     /// Makes cgroup v2 `relative` (and its parents) and moves a new
     /// `sleep` into it.
     pub fn start(relative: &str) -> Self {
-        let root = cgroup2_root();
-        let tree = cgroup_tree();
-        let keep_depth = existing_depth(&root, relative);
-        let dir = root.join(relative.trim_start_matches('/'));
-        fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-        drop(tree);
-        let child = Command::new("sleep")
-            .arg("600")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sleep");
-        let process = Self {
-            relative: relative.to_owned(),
-            child,
-            keep_depth,
-        };
-        move_into(&dir, process.child.id());
-        process
+        Self::start_in(&cgroup2_root(), relative)
     }
 
     /// Makes `relative` in the v1 hierarchy mounted at `v1_root` only and
     /// moves a new `sleep` into it; its v2 cgroup stays this process's.
     pub fn start_v1(v1_root: &Path, relative: &str) -> Self {
-        let tree = cgroup_tree();
-        let keep_depth = existing_depth(v1_root, relative);
-        let dir = v1_root.join(relative.trim_start_matches('/'));
-        fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-        drop(tree);
+        Self::start_in(v1_root, relative)
+    }
+
+    fn start_in(root: &Path, relative: &str) -> Self {
+        let dir = make_cgroup(&mut made(), root, relative);
+        // /system.slice and the like may be made by this binary (they are
+        // noted) or by another program; either way the process goes in.
+        if !dir.is_dir() {
+            panic!("{} was not made", dir.display());
+        }
         let child = Command::new("sleep")
             .arg("600")
             .stdin(Stdio::null())
@@ -445,7 +479,6 @@ impl CgroupProcess {
         Self {
             relative: relative.to_owned(),
             child,
-            keep_depth,
         }
     }
 
@@ -463,7 +496,7 @@ impl CgroupProcess {
     /// Kills the process and removes the cgroup.
     pub fn remove(&mut self) {
         self.kill();
-        remove_cgroup_everywhere(&self.relative, self.keep_depth);
+        remove_cgroup_everywhere(&self.relative);
     }
 }
 
@@ -471,15 +504,6 @@ impl Drop for CgroupProcess {
     fn drop(&mut self) {
         self.remove();
     }
-}
-
-/// How many leading components of `relative` already exist under `root`.
-fn existing_depth(root: &Path, relative: &str) -> usize {
-    let components: Vec<&str> = relative.split('/').filter(|c| !c.is_empty()).collect();
-    (0..=components.len())
-        .take_while(|depth| root.join(components[..*depth].join("/")).is_dir())
-        .count()
-        .saturating_sub(1)
 }
 
 fn move_into(dir: &Path, pid: u32) {
