@@ -444,9 +444,8 @@ async fn hung_then_stopped_engine(docker: &mut Docker) {
         "it waits"
     );
     tokio::time::sleep(Duration::from_millis(120)).await;
-    let mut released = Vec::new();
     workloads.apply_lookups(Instant::now());
-    hold.release(&workloads, Instant::now(), |record| released.push(record));
+    let released = hold.release(&workloads, Instant::now());
     assert_eq!(released, ["record"], "its wait ran out");
     assert_eq!(counters.snapshot().held_timed_out, 1);
     let ended = settled(&mut workloads, first_id, first.pid()).await;
@@ -511,8 +510,7 @@ fn missing_runtime_sockets_leave_ids_only_and_promptly() {
         );
         assert_eq!(ended.metadata, Metadata::Unavailable);
         assert!(ended.container.is_some());
-        let mut released = Vec::new();
-        hold.release(&workloads, Instant::now(), |record| released.push(record));
+        let released = hold.release(&workloads, Instant::now());
         assert_eq!(
             released,
             [1],

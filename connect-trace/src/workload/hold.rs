@@ -74,24 +74,26 @@ impl<T> Hold<T> {
     }
 
     /// Lets go, in arrival order, every record whose lookup has ended or
-    /// whose wait ran out. Call it after [`Workloads::apply_lookups`].
-    pub fn release(&mut self, workloads: &Workloads, now: Instant, mut emit: impl FnMut(T)) {
+    /// whose wait ran out. Call it after [`Workloads::apply_lookups`]. An
+    /// empty hold returns an empty vector, which does not allocate.
+    pub fn release(&mut self, workloads: &Workloads, now: Instant) -> Vec<T> {
+        let mut released = Vec::new();
         if self.waiting.is_empty() {
-            return;
+            return released;
         }
         let mut still = VecDeque::with_capacity(self.waiting.len());
         for held in self.waiting.drain(..) {
-            let pending = workloads.is_pending(held.cgroup_id);
-            if !pending {
-                emit(held.item);
+            if !workloads.is_pending(held.cgroup_id) {
+                released.push(held.item);
             } else if now >= held.deadline {
                 WorkloadCounters::bump(&self.counters.held_timed_out);
-                emit(held.item);
+                released.push(held.item);
             } else {
                 still.push_back(held);
             }
         }
         self.waiting = still;
+        released
     }
 
     /// Lets every record go (the daemon is stopping).
@@ -160,9 +162,7 @@ mod tests {
         // The workloads do not know cgroup 7 as pending (not cached): it
         // goes at once, not counted as timed out.
         let workloads = no_lookups();
-        let mut out = Vec::new();
-        hold.release(&workloads, start, |item| out.push(item));
-        assert_eq!(out, ["a"]);
+        assert_eq!(hold.release(&workloads, start), ["a"]);
         assert_eq!(counters.snapshot().held_timed_out, 0);
     }
 
