@@ -628,7 +628,8 @@ fn v1_cgroups_of_live_processes_on_hybrid_hosts() {
         panic!("this test needs the name=systemd v1 hierarchy of a hybrid host");
     };
     let id = engines::random_container_id();
-    let relative = format!("/docker/{id}");
+    // Below a parent of its own, so as not to share dockerd's /docker.
+    let relative = format!("/ct-test-v1-{}/docker/{id}", std::process::id());
     let mut process = CgroupProcess::start_v1(&systemd, &relative);
     // The process's v2 cgroup is this test's: the root here.
     let v2_path = std::fs::read_to_string(format!("/proc/{}/cgroup", process.pid()))

@@ -302,7 +302,11 @@ impl Workloads {
         let (facts, state) = match &path {
             Some(path) => (path::parse(path), State::Live),
             None => {
-                WorkloadCounters::bump(&self.counters.unresolved_cgroups);
+                // Without cgroup v2 there is nothing to resolve: v1 paths
+                // are all there is, and that is not a failure.
+                if self.cgroups.is_some() {
+                    WorkloadCounters::bump(&self.counters.unresolved_cgroups);
+                }
                 (
                     PathFacts::default(),
                     State::Unresolved {
