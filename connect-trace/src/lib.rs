@@ -29,3 +29,4 @@ pub mod export;
 pub mod kernel;
 pub mod pipeline;
 pub mod resolve;
+pub mod workload;

@@ -38,15 +38,19 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "docker.io",
-        "`cargo xtask image` builds the container image with Docker; its containerd, ctr and runc run the DaemonSet's container in the tests",
+        "`cargo xtask image` builds the container image with Docker; the workload and Kubernetes tests run private Docker engines, their containerd, ctr and runc",
     ),
     (
         "busybox-static",
-        "the Kubernetes test's other container, whose failing connect the traced container must see",
+        "the workload and Kubernetes tests build their container image offline from /bin/busybox",
     ),
     (
         "python3-venv",
         "the Kubernetes test validates the manifests with kubernetes-validate in a virtual environment",
+    ),
+    (
+        "protobuf-compiler",
+        "containerd-client generates containerd's gRPC bindings with protoc when it builds",
     ),
 ];
 

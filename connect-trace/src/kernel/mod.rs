@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod counters;
+pub mod mounts;
 pub mod privileges;
 pub mod requirements;
 pub mod tracefs;
