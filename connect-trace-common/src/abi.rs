@@ -181,6 +181,11 @@ pub struct ConnectRecord {
     pub latency_ns: u64,
     /// cgroup v2 id of the caller.
     pub cgroup_id: u64,
+    /// The inode number of the caller's network namespace; 0 when not known
+    /// (no BTF).
+    pub netns: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
     /// The handshake this call started, if it sent a SYN.
     pub handshake: Handshake,
     /// The thread's `comm`, NUL-padded (not always NUL-terminated).
@@ -194,4 +199,4 @@ const _: () = assert!(core::mem::size_of::<InFlight>() == 184);
 const _: () = assert!(core::mem::size_of::<OutcomeRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<PendingHandshake>() == 24);
 const _: () = assert!(core::mem::size_of::<RecentAttempt>() == 32);
-const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 240);
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 248);

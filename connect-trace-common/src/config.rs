@@ -31,8 +31,12 @@ pub struct Config {
     /// 1 when every tracepoint offset equals [`layout`]'s, so the programs
     /// load fields straight from the context.
     pub layout_usual: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// With `filter_cgroup_id`: trace only callers whose cgroup v2 ancestor
+    /// at this depth is that cgroup (`--cgroup`); 0 traces every cgroup.
+    pub filter_cgroup_level: u32,
+    /// The cgroup v2 id callers must be in or below (see
+    /// `filter_cgroup_level`).
+    pub filter_cgroup_id: u64,
     /// Where the tracepoint fields are, from tracefs.
     pub tracepoints: TracepointOffsets,
     /// Where kernel struct members are, from BTF.
@@ -81,8 +85,12 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     /// `struct socket.sk`.
     pub socket_sk: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// `struct task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `struct nsproxy.net_ns`.
+    pub nsproxy_net_ns: u32,
+    /// `struct net.ns.inum`: the network namespace's inode number.
+    pub net_inum: u32,
 }
 
 impl KernelOffsets {
@@ -95,7 +103,9 @@ impl KernelOffsets {
         fdtable_fd: OFFSET_UNKNOWN,
         file_private_data: OFFSET_UNKNOWN,
         socket_sk: OFFSET_UNKNOWN,
-        reserved: 0,
+        task_nsproxy: OFFSET_UNKNOWN,
+        nsproxy_net_ns: OFFSET_UNKNOWN,
+        net_inum: OFFSET_UNKNOWN,
     };
 
     /// Whether the programs can find the socket behind a descriptor (the
@@ -107,6 +117,13 @@ impl KernelOffsets {
             && self.fdtable_fd != OFFSET_UNKNOWN
             && self.file_private_data != OFFSET_UNKNOWN
             && self.socket_sk != OFFSET_UNKNOWN
+    }
+
+    /// Whether the programs can read the caller's network namespace.
+    pub const fn can_find_netns(&self) -> bool {
+        self.task_nsproxy != OFFSET_UNKNOWN
+            && self.nsproxy_net_ns != OFFSET_UNKNOWN
+            && self.net_inum != OFFSET_UNKNOWN
     }
 }
 
@@ -157,10 +174,11 @@ impl Config {
         failures_only: 0,
         wakeup_bytes: 0,
         layout_usual: 0,
-        reserved: 0,
+        filter_cgroup_level: 0,
+        filter_cgroup_id: 0,
         tracepoints: TracepointOffsets::USUAL,
         kernel: KernelOffsets::UNKNOWN,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 104);

@@ -28,6 +28,7 @@ mod handshake;
 mod maps;
 mod recent;
 mod syscall;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

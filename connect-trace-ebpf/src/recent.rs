@@ -10,7 +10,6 @@
 //! kernel's file table, at member offsets the loader read from BTF, and
 //! only for calls that found an entry of their (process, descriptor).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use connect_trace_common::{
     abi::RecentAttempt,
     names::{counter, recent_owner, recent_slot},
@@ -20,6 +19,7 @@ use connect_trace_common::{
 use crate::{
     config::config,
     maps::{RECENT, count},
+    task,
 };
 
 /// Notes that the call of `tgid` on `fd` sent a SYN on `sock` at `syn_ns`.
@@ -79,38 +79,8 @@ pub fn earlier(tgid: u32, fd: i32, now_ns: u64) -> Earlier {
     // Without BTF the socket cannot be found; the (process, descriptor)
     // match alone then stands, as documented in docs/outcomes.md.
     let offsets = config!(kernel);
-    if offsets.can_find_socket() && socket_of(fd) != Some(entry.sock) {
+    if offsets.can_find_socket() && task::socket_of(fd) != Some(entry.sock) {
         return Earlier::None;
     }
     Earlier::of(entry.state, entry.code, entry.since_ns, now_ns)
-}
-
-/// The socket (`struct sock *`) behind descriptor `fd` of the current
-/// task: `current->files->fdt->fd[fd]->private_data->sk`.
-#[inline(always)]
-fn socket_of(fd: i32) -> Option<u64> {
-    let offsets = config!(kernel);
-    // SAFETY: bpf_get_current_task has no preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, offsets.task_files)?;
-    let fdt: u64 = read(files, offsets.files_fdt)?;
-    let max_fds: u32 = read(fdt, offsets.fdtable_max_fds)?;
-    if fd < 0 || fd as u32 >= max_fds {
-        return None;
-    }
-    let fds: u64 = read(fdt, offsets.fdtable_fd)?;
-    let file: u64 = read(fds, fd as u32 * 8)?;
-    let socket: u64 = read(file, offsets.file_private_data)?;
-    read(socket, offsets.socket_sk)
-}
-
-/// Reads a `T` at `base + offset` in kernel memory; `None` for a null base
-/// or a failed read.
-#[inline(always)]
-fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
-    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
 }

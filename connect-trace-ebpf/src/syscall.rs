@@ -22,14 +22,24 @@ use connect_trace_common::{
 use crate::{
     config::{config, field},
     maps::{EVENTS, IN_FLIGHT, PENDING, SCRATCH, count, count_outcome, wakeup_flags},
-    recent,
+    recent, task,
 };
 
-/// Whether calls of this thread are traced (`--pid`).
+/// Whether calls of this thread are traced (`--pid`, `--cgroup`). The
+/// verifier knows the configuration, so an unset filter costs nothing.
 #[inline(always)]
 fn traced(pid_tgid: u64) -> bool {
     let filter = config!(filter_tgid);
-    filter == 0 || (pid_tgid >> 32) as u32 == filter
+    if filter != 0 && (pid_tgid >> 32) as u32 != filter {
+        return false;
+    }
+    let level = config!(filter_cgroup_level);
+    if level != 0 {
+        // SAFETY: the helper takes a plain integer.
+        let ancestor = unsafe { generated::bpf_get_current_ancestor_cgroup_id(level as i32) };
+        return ancestor == config!(filter_cgroup_id);
+    }
+    true
 }
 
 /// Attached to `syscalls/sys_enter_connect`.
@@ -164,6 +174,8 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         (*record).start_ns = in_flight.start_ns;
         (*record).latency_ns = now.wrapping_sub(in_flight.start_ns);
         (*record).cgroup_id = bpf_get_current_cgroup_id();
+        (*record).netns = task::netns();
+        (*record).reserved = 0;
         (*record).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*record).addr = in_flight.addr;
     }

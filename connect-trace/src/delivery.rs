@@ -52,6 +52,9 @@ pub struct Delivery {
     /// Handshakes the kernel followed whose end it never saw, removed from
     /// its table once older than any handshake lasts.
     pub handshakes_expired: u64,
+    /// Attempts left out by `--container`, `--pod` or `--namespace` (which
+    /// the kernel cannot test, and counts).
+    pub records_filtered: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -66,6 +69,8 @@ pub struct Ledger {
     unresolved_capacity: AtomicU64,
     outcomes_unmatched: AtomicU64,
     handshakes_expired: AtomicU64,
+    /// Attempts the workload filter left out, counted where it runs.
+    filtered: std::sync::OnceLock<std::sync::Arc<AtomicU64>>,
 }
 
 impl Ledger {
@@ -99,6 +104,11 @@ impl Ledger {
             .store(unmatched_outcomes, Ordering::Relaxed);
     }
 
+    /// Reports the attempts the workload filter left out from `filtered`.
+    pub fn watch_filtered(&self, filtered: std::sync::Arc<AtomicU64>) {
+        let _ = self.filtered.set(filtered);
+    }
+
     /// Adds kernel entries for handshakes whose end was never seen.
     pub fn handshakes_expired(&self, expired: u64) {
         self.handshakes_expired
@@ -118,6 +128,7 @@ impl Ledger {
             unresolved_capacity: load(&self.unresolved_capacity),
             outcomes_unmatched: load(&self.outcomes_unmatched),
             handshakes_expired: load(&self.handshakes_expired),
+            records_filtered: self.filtered.get().map_or(0, |filtered| load(filtered)),
             ..Delivery::default()
         }
     }
@@ -159,6 +170,7 @@ impl Delivery {
             calls_unseen,
             status_checks_unmatched,
             handshakes_expired,
+            records_filtered,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -168,7 +180,8 @@ impl Delivery {
              {unresolved_timeout} unresolved at timeout, {unresolved_capacity} not followed (pending sets full), \
              {outcomes_unmatched} outcomes without their call, \
              {status_checks_unmatched} status-check entries displaced, \
-             {handshakes_expired} handshakes whose end the kernel never saw"
+             {handshakes_expired} handshakes whose end the kernel never saw, \
+             {records_filtered} left out by workload filters"
         )
     }
 }

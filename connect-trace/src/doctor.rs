@@ -35,11 +35,16 @@ use caps::{Capability, CapsHashSet};
 
 use crate::kernel::{
     Tracer, TracerConfig,
-    mounts::mount_points,
     btf::{self, Btf},
+    mounts::mount_points,
     privileges,
     requirements::{self, MAP_TYPES, TRACEPOINTS},
     tracefs::{self, DEBUGFS_MOUNT, Tracefs, TracefsError},
+};
+use crate::workload::{
+    cgroupfs::CgroupFs,
+    lookup::LookupConfig,
+    status::{describe_cgroups, detect_runtimes},
 };
 
 /// How one check came out.
@@ -172,6 +177,27 @@ pub enum DoctorError {
     ThreadPanicked,
 }
 
+/// What naming containers and pods will find here: how cgroup ids become
+/// paths, and one line per container runtime. Never required: without a
+/// runtime, containers are reported by id.
+pub async fn workload_checks(lookups: &LookupConfig) -> Vec<Check> {
+    let cgroups = CgroupFs::system().ok();
+    let mut checks = vec![Check::ok(WORKLOADS, describe_cgroups(cgroups.as_ref()))];
+    for status in detect_runtimes(lookups).await {
+        let name = format!("runtime {}", status.runtime);
+        checks.push(if status.is_answering() {
+            Check::ok(name, status.to_string())
+        } else {
+            Check::warn(
+                name,
+                status.to_string(),
+                "start the runtime, or point --docker-socket / --containerd-socket at its socket; mount it into connect-trace's container",
+            )
+        });
+    }
+    checks
+}
+
 /// Runs every check.
 pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -224,6 +250,7 @@ const TRACEFS: &str = "tracefs";
 const KERNEL_BTF: &str = "kernel-btf";
 const CGROUP_V2: &str = "cgroup-v2";
 const ATTACH: &str = "attach";
+const WORKLOADS: &str = "workloads";
 
 /// The capability rule is [`privileges::missing_from`], the loader's own;
 /// this adds what the capabilities held allow beyond it.

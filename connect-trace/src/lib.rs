@@ -28,5 +28,6 @@ pub mod errno;
 pub mod export;
 pub mod kernel;
 pub mod pipeline;
+pub mod report;
 pub mod resolve;
 pub mod workload;

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach to connect() and write one JSON object per call (JSON Lines).
-    Run(cli::run::RunArgs),
+    Run(Box<cli::run::RunArgs>),
     /// Explain a connect() errno (name or number): meaning, class, what to
     /// check. Needs no privileges.
     Explain(cli::explain::ExplainArgs),
@@ -62,9 +62,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => cli::run::run(args).await,
+            Command::Run(args) => cli::run::run(*args).await,
             Command::Explain(args) => cli::explain::run(&args),
-            Command::Check(args) => cli::check::run(&args),
+            Command::Check(args) => cli::check::run(&args).await,
         }
     });
     match result {

@@ -32,7 +32,7 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 10] = [
+const ALL: [&str; 13] = [
     "privileges",
     "bpf-syscall",
     "map-types",
@@ -43,6 +43,9 @@ const ALL: [&str; 10] = [
     "kernel-btf",
     "cgroup-v2",
     "attach",
+    "workloads",
+    "runtime docker",
+    "runtime containerd",
 ];
 
 fn require_root() {

@@ -23,7 +23,8 @@ use crate::{
     },
     delivery::Delivery,
     errno,
-    resolve::{Outcome, ResolvedAttempt},
+    report::AttemptReport,
+    resolve::Outcome,
 };
 use topk::{Counts, TopK};
 use window::{RateWindows, Tally};
@@ -57,6 +58,8 @@ struct Interval {
     destinations: TopK<String>,
     processes: TopK<String>,
     cgroups: TopK<u64>,
+    containers: TopK<String>,
+    pods: TopK<String>,
     /// The last pid seen for each kept process name, to name its executable.
     pids: FxHashMap<String, u32>,
 }
@@ -114,6 +117,8 @@ impl Interval {
             destinations: TopK::new(capacity),
             processes: TopK::new(capacity),
             cgroups: TopK::new(capacity),
+            containers: TopK::new(capacity),
+            pods: TopK::new(capacity),
             pids: FxHashMap::default(),
         }
     }
@@ -243,6 +248,11 @@ pub struct Top {
     pub errors: Vec<ErrorEntry>,
     /// cgroup ids.
     pub cgroups: Vec<TopEntry>,
+    /// Containers, by name (or short id when unnamed); with workload
+    /// identity only.
+    pub containers: Vec<TopEntry>,
+    /// Kubernetes pods, as `namespace/name`; with workload identity only.
+    pub pods: Vec<TopEntry>,
 }
 
 /// The `other` bucket of one dimension.
@@ -265,6 +275,10 @@ pub struct Others {
     pub processes: Other,
     /// cgroups.
     pub cgroups: Other,
+    /// Containers.
+    pub containers: Other,
+    /// Pods.
+    pub pods: Other,
 }
 
 impl Aggregator {
@@ -281,8 +295,9 @@ impl Aggregator {
         }
     }
 
-    /// Counts one resolved attempt, at monotonic second `now_secs`.
-    pub fn record(&mut self, resolved: &ResolvedAttempt, now_secs: u64) {
+    /// Counts one attempt, at monotonic second `now_secs`.
+    pub fn record(&mut self, report: &AttemptReport, now_secs: u64) {
+        let resolved = &report.resolved;
         let interval = &mut self.interval;
         if resolved.repeat {
             interval.outcomes.repeats += 1;
@@ -332,6 +347,35 @@ impl Aggregator {
         interval
             .cgroups
             .record(&attempt.cgroup_id(), failed, |id| *id);
+        let Some(workload) = &report.workload else {
+            return;
+        };
+        if let Some(container) = &workload.container {
+            self.scratch.clear();
+            match (
+                &container.name,
+                workload.pod.as_ref().and_then(|pod| pod.container.as_ref()),
+            ) {
+                (_, Some(name)) | (Some(name), None) => self.scratch.push_str(name),
+                (None, None) => self
+                    .scratch
+                    .push_str(&container.id[..container.id.len().min(12)]),
+            }
+            interval
+                .containers
+                .record(self.scratch.as_str(), failed, str::to_owned);
+        }
+        if let Some(pod) = &workload.pod {
+            self.scratch.clear();
+            self.scratch
+                .push_str(pod.namespace.as_deref().unwrap_or("?"));
+            self.scratch.push('/');
+            self.scratch
+                .push_str(pod.name.as_deref().or(pod.uid.as_deref()).unwrap_or("?"));
+            interval
+                .pods
+                .record(self.scratch.as_str(), failed, str::to_owned);
+        }
     }
 
     /// Closes the interval at `now` (monotonic second `now_secs`), returns
@@ -394,11 +438,15 @@ impl Aggregator {
                 processes,
                 errors,
                 cgroups: entries(&interval.cgroups, top, |id| ((*id).into(), None)),
+                containers: entries(&interval.containers, top, |key| (key.as_str().into(), None)),
+                pods: entries(&interval.pods, top, |key| (key.as_str().into(), None)),
             },
             other: Others {
                 destinations: other(&interval.destinations),
                 processes: other(&interval.processes),
                 cgroups: other(&interval.cgroups),
+                containers: other(&interval.containers),
+                pods: other(&interval.pods),
             },
         }
     }
@@ -474,19 +522,22 @@ mod tests {
     use connect_trace_common::abi::ConnectRecord;
 
     use super::*;
-    use crate::decode::attempt::tests::sample_record;
+    use crate::{
+        decode::{ConnectAttempt, attempt::tests::sample_record},
+        resolve::ResolvedAttempt,
+    };
 
-    fn resolved(port: u16, comm: &[u8], outcome: Outcome, repeat: bool) -> ResolvedAttempt {
+    fn resolved(port: u16, comm: &[u8], outcome: Outcome, repeat: bool) -> AttemptReport {
         let mut raw: ConnectRecord = sample_record();
         raw.addr[2..4].copy_from_slice(&port.to_be_bytes());
         raw.comm = [0; 16];
         raw.comm[..comm.len()].copy_from_slice(comm);
-        ResolvedAttempt {
+        AttemptReport::new(ResolvedAttempt {
             attempt: ConnectAttempt::from_record(raw),
             outcome,
             handshake_ns: None,
             repeat,
-        }
+        })
     }
 
     #[test]
@@ -555,7 +606,9 @@ mod tests {
         let mut key = String::new();
         destination_key(
             &mut key,
-            &resolved(443, b"x", Outcome::Connected, false).attempt,
+            &resolved(443, b"x", Outcome::Connected, false)
+                .resolved
+                .attempt,
         );
         assert_eq!(key, "127.0.0.1:443");
     }

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use connect_trace::doctor::{self, Options, Report};
+use connect_trace::{
+    doctor::{self, Options, Report},
+    workload::lookup::LookupConfig,
+};
 
 /// Options of `connect-trace check`.
 #[derive(Debug, Args)]
@@ -28,10 +31,13 @@ pub struct CheckArgs {
 }
 
 /// Runs the checks and prints them; fails when `run` cannot work here.
-pub fn run(args: &CheckArgs) -> Result<()> {
-    let report = doctor::run_checks(&Options {
+pub async fn run(args: &CheckArgs) -> Result<()> {
+    let mut report = doctor::run_checks(&Options {
         tracefs: args.tracefs.clone(),
     })?;
+    report
+        .checks
+        .extend(doctor::workload_checks(&LookupConfig::default()).await);
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report).context("writing JSON")?;

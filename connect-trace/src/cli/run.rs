@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration, time::SystemTime};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use connect_trace::{
     clock::WallClock,
@@ -16,11 +16,15 @@ use connect_trace::{
         prometheus::{LedgerCounts, Metrics, PrometheusSink},
     },
     kernel::{
-        DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer, TracerConfig,
-        privileges,
+        CgroupFilter, DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer,
+        TracerConfig, privileges,
     },
-    pipeline::{Pipeline, PipelineConfig, reader::EventReader},
+    pipeline::{Pipeline, PipelineConfig, identify::Identity, reader::EventReader},
     resolve::{DEFAULT_MAX_PENDING, DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
+    workload::{
+        self, WorkloadConfig, Workloads, cgroupfs::CgroupFs, filter::WorkloadFilter,
+        lookup::LookupConfig,
+    },
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -78,6 +82,42 @@ pub struct RunArgs {
     /// Each call record takes 248 bytes in it.
     #[arg(long, env = "CONNECT_TRACE_RING_BUFFER_SIZE", value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     ring_buffer_size: u32,
+    /// Trace only this cgroup v2 and those below it (a path relative to the
+    /// cgroup v2 root, such as `/docker/<id>` or
+    /// `/kubepods.slice/kubepods-burstable.slice`); filtered in the kernel.
+    #[arg(long, env = "CONNECT_TRACE_CGROUP", value_name = "PATH")]
+    cgroup: Option<String>,
+    /// Report only this container: its full id, a prefix of it, or its name
+    /// (Docker's, or the container's name in its pod).
+    #[arg(long, env = "CONNECT_TRACE_CONTAINER", value_name = "ID|NAME")]
+    container: Option<String>,
+    /// Report only this Kubernetes pod, as NAMESPACE/NAME.
+    #[arg(long, env = "CONNECT_TRACE_POD", value_name = "NAMESPACE/NAME")]
+    pod: Option<String>,
+    /// Report only pods of this Kubernetes namespace.
+    #[arg(long, env = "CONNECT_TRACE_NAMESPACE", value_name = "NS")]
+    namespace: Option<String>,
+    /// Do not name containers and pods (no cgroup paths, no runtime
+    /// lookups); records keep `cgroup_id`.
+    #[arg(long, env = "CONNECT_TRACE_NO_WORKLOADS")]
+    no_workloads: bool,
+    /// The Docker Engine API socket asked for container names.
+    #[arg(
+        long,
+        env = "CONNECT_TRACE_DOCKER_SOCKET",
+        value_name = "PATH",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: PathBuf,
+    /// containerd's API socket asked for container and pod names (by
+    /// default the first of /run/containerd/containerd.sock and
+    /// /run/docker/containerd/containerd.sock that exists).
+    #[arg(long, env = "CONNECT_TRACE_CONTAINERD_SOCKET", value_name = "PATH")]
+    containerd_socket: Option<PathBuf>,
+    /// The node (host) name every record and `connect_trace_info` carry;
+    /// the DaemonSet sets it from the downward API.
+    #[arg(long, env = "CONNECT_TRACE_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
     /// How often to collect records when the kernel has not woken us, in
     /// milliseconds. Bounds how late a record can reach the output.
     #[arg(long, env = "CONNECT_TRACE_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -132,10 +172,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ),
         None => None,
     };
+    let filter = workload_filter(&args)?;
     let mut tracer = Tracer::load(&TracerConfig {
         pid: args.pid,
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
+        cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
         ..TracerConfig::default()
     })
     .map_err(|error| match error {
@@ -155,7 +197,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ledger: Arc::clone(&ledger),
         kernel: Arc::clone(&kernel),
     };
-    let metrics = Arc::new(Metrics::new(Arc::new(counts))?);
+    let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
+    let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
     let health = Arc::new(Health::default());
     health.watch_output(output.progress());
     let server = listener.map(|listener| {
@@ -166,7 +209,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ))
     });
     let sinks: Vec<Box<dyn Sink>> = vec![
-        Box::new(JsonLinesSink::new(output, !args.summary_only)),
+        Box::new(JsonLinesSink::new(output, !args.summary_only, node)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
     let config = PipelineConfig {
@@ -178,7 +221,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
         top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
-    let mut pipeline = Pipeline::new(config, Arc::clone(&kernel), Arc::clone(&ledger), sinks);
+    drop_capabilities();
+    let identity = start_identity(&args, filter, &metrics)?;
+    let mut pipeline = Pipeline::new(
+        config,
+        Arc::clone(&kernel),
+        Arc::clone(&ledger),
+        sinks,
+        identity,
+    );
     metrics.set_attached(true);
     health.set_attached(true);
     health.drained(WallClock::monotonic_now_ns());
@@ -228,14 +279,94 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Tracing is live: drops the capabilities no longer needed, then tells
-/// the log, the sinks (a `started` record) and systemd.
-fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<()> {
+/// Everything that needs privileges is done (programs attached, maps and
+/// sockets open): drops the capabilities, before any thread of ours
+/// starts, since threads inherit them.
+fn drop_capabilities() {
     match privileges::drop_after_attach() {
         Ok(kept) if kept.is_empty() => tracing::debug!("dropped every capability"),
         Ok(kept) => tracing::debug!("dropped every capability but {kept:?}"),
         Err(error) => tracing::warn!("could not drop capabilities: {error}"),
     }
+}
+
+/// The daemon-side workload filter of `--container`, `--pod` and
+/// `--namespace` (`--cgroup` runs in the kernel).
+fn workload_filter(args: &RunArgs) -> Result<Option<WorkloadFilter>> {
+    let given = [
+        args.container.as_deref().map(WorkloadFilter::container),
+        args.pod.as_deref().map(WorkloadFilter::pod),
+        args.namespace.as_deref().map(WorkloadFilter::namespace),
+    ];
+    let mut filters = given.into_iter().flatten();
+    let filter = filters.next().transpose()?;
+    if filters.next().is_some() {
+        bail!("give at most one of --container, --pod and --namespace");
+    }
+    if filter.is_some() && args.no_workloads {
+        bail!(
+            "--container, --pod and --namespace need workload identity, which --no-workloads turns off"
+        );
+    }
+    Ok(filter)
+}
+
+/// `--cgroup PATH` as the kernel tests it: the cgroup's id and depth.
+fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let WorkloadFilter::Cgroup(path) = WorkloadFilter::cgroup(path)? else {
+        return Ok(None);
+    };
+    let cgroups = CgroupFs::system().context("--cgroup needs the cgroup v2 hierarchy")?;
+    let target = workload::filter::kernel_target(&cgroups, &path)
+        .with_context(|| format!("--cgroup {path}"))?;
+    if target.level == 0 {
+        // The root: every process.
+        return Ok(None);
+    }
+    Ok(Some(CgroupFilter {
+        id: target.id,
+        level: target.level,
+    }))
+}
+
+/// Starts naming workloads, unless `--no-workloads`; exports its counters.
+fn start_identity(
+    args: &RunArgs,
+    filter: Option<WorkloadFilter>,
+    metrics: &Metrics,
+) -> Result<Option<Identity>> {
+    if args.no_workloads {
+        return Ok(None);
+    }
+    let lookups = LookupConfig {
+        docker_socket: Some(args.docker_socket.clone()),
+        containerd_sockets: args.containerd_socket.clone().map_or_else(
+            || LookupConfig::default().containerd_sockets,
+            |socket| vec![socket],
+        ),
+        ..LookupConfig::default()
+    };
+    let config = WorkloadConfig {
+        lookups: Some(lookups),
+        ..WorkloadConfig::default()
+    };
+    let workloads = match Workloads::start(config) {
+        Ok(workloads) => workloads,
+        Err(error) => {
+            tracing::warn!("containers and pods will not be named: {error}");
+            return Ok(None);
+        }
+    };
+    metrics.watch_workloads(workloads.counters())?;
+    Ok(Some(Identity::new(workloads, filter)))
+}
+
+/// Tracing is live: tells the log, the sinks (a `started` record) and
+/// systemd.
+fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<()> {
     let where_to = args
         .output
         .as_ref()

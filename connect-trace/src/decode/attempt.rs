@@ -51,6 +51,15 @@ impl ConnectAttempt {
         self.raw.cgroup_id
     }
 
+    /// The inode number of the caller's network namespace (as
+    /// `/proc/PID/ns/net` shows it); `None` when the kernel could not tell.
+    pub const fn netns(&self) -> Option<u32> {
+        match self.raw.netns {
+            0 => None,
+            inode => Some(inode),
+        }
+    }
+
     /// The socket descriptor argument.
     pub const fn fd(&self) -> i32 {
         self.raw.fd
@@ -224,6 +233,8 @@ pub(crate) mod tests {
             start_ns: 1_000,
             latency_ns: 12_345,
             cgroup_id: 7,
+            netns: 4_026_531_840,
+            reserved: 0,
             handshake: Handshake::default(),
             comm,
             addr,
@@ -252,7 +263,7 @@ pub(crate) mod tests {
             ConnectAttempt::decode(&bytes[..100]).unwrap_err(),
             DecodeError::TooShort {
                 len: 100,
-                need: 240
+                need: 248
             }
         );
     }

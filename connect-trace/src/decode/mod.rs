@@ -36,6 +36,10 @@ pub enum DecodeError {
 
 /// One record from the kernel programs.
 #[derive(Debug, Clone, Copy)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records live briefly on the stack; boxing would allocate per event on the hot path"
+)]
 pub enum Record {
     /// A connect() call returned.
     Connect(ConnectAttempt),

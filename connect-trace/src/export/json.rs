@@ -15,7 +15,8 @@ use crate::{
     clock::WallClock,
     decode::sockaddr::{Address, Family},
     errno,
-    resolve::ResolvedAttempt,
+    report::AttemptReport,
+    workload::{Container, Pod},
 };
 
 /// Renders attempts as JSON Lines into a byte buffer.
@@ -25,14 +26,18 @@ pub struct JsonLines {
     /// `YYYY-MM-DDTHH:MM:SS` of the last second rendered: the calendar
     /// arithmetic is done once per second, not once per event.
     second: std::cell::Cell<(u64, [u8; 19])>,
+    /// The node (host) name every record carries, if one was given.
+    node: Option<std::sync::Arc<str>>,
 }
 
 impl JsonLines {
-    /// A renderer that maps kernel timestamps with `clock`.
-    pub fn new(clock: WallClock) -> Self {
+    /// A renderer that maps kernel timestamps with `clock` and names
+    /// `node` in every record.
+    pub fn new(clock: WallClock, node: Option<std::sync::Arc<str>>) -> Self {
         Self {
             clock,
             second: std::cell::Cell::default(),
+            node,
         }
     }
 
@@ -64,12 +69,14 @@ impl JsonLines {
         self.clock.resync();
     }
 
-    /// Appends one line for `resolved` (with its trailing newline) to `out`.
+    /// Appends one line for `report` (with its trailing newline) to `out`.
     pub fn write_attempt<W: io::Write>(
         &self,
         out: &mut W,
-        resolved: &ResolvedAttempt,
+        report: &AttemptReport,
     ) -> io::Result<()> {
+        let resolved = &report.resolved;
+        let workload = report.workload.as_deref();
         let attempt = &resolved.attempt;
         let final_errno = resolved.outcome.final_errno();
         let destination = attempt.destination();
@@ -92,6 +99,7 @@ impl JsonLines {
         let record = ConnectLine {
             kind: "connect",
             ts: std::str::from_utf8(&ts).unwrap_or_default(),
+            node: self.node.as_deref(),
             pid: attempt.pid(),
             tid: attempt.tid(),
             uid: attempt.uid(),
@@ -99,6 +107,10 @@ impl JsonLines {
             comm: &comm.text,
             comm_hex: comm.hex.as_deref(),
             cgroup_id: attempt.cgroup_id(),
+            cgroup: workload.and_then(|workload| workload.cgroup.as_deref()),
+            container: workload.and_then(|workload| workload.container.as_ref()),
+            pod: workload.and_then(|workload| workload.pod.as_ref()),
+            netns: attempt.netns(),
             fd: attempt.fd(),
             family: destination.family,
             addr: addr.as_ref().map(|addr| addr.text.as_ref()),
@@ -130,6 +142,7 @@ struct ConnectLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     ts: &'a str,
+    node: Option<&'a str>,
     pid: u32,
     tid: u32,
     uid: u32,
@@ -138,6 +151,10 @@ struct ConnectLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     comm_hex: Option<&'a str>,
     cgroup_id: u64,
+    cgroup: Option<&'a str>,
+    container: Option<&'a Container>,
+    pod: Option<&'a Pod>,
+    netns: Option<u32>,
     fd: i32,
     #[serde(serialize_with = "family")]
     family: Option<Family>,
@@ -243,7 +260,7 @@ mod tests {
             attempt::tests::sample_record,
             sockaddr::{self},
         },
-        resolve::Outcome,
+        resolve::{Outcome, ResolvedAttempt},
     };
 
     fn render(record: ConnectRecord) -> (String, Value) {
@@ -262,9 +279,13 @@ mod tests {
     }
 
     fn render_resolved(resolved: &ResolvedAttempt) -> (String, Value) {
+        render_report(&AttemptReport::new(*resolved))
+    }
+
+    fn render_report(report: &AttemptReport) -> (String, Value) {
         let mut out = Vec::new();
         JsonLines::default()
-            .write_attempt(&mut out, resolved)
+            .write_attempt(&mut out, report)
             .unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with('\n'));
@@ -300,12 +321,17 @@ mod tests {
             [
                 "type",
                 "ts",
+                "node",
                 "pid",
                 "tid",
                 "uid",
                 "gid",
                 "comm",
                 "cgroup_id",
+                "cgroup",
+                "container",
+                "pod",
+                "netns",
                 "fd",
                 "family",
                 "addr",

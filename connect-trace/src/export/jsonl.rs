@@ -9,7 +9,7 @@ use super::{
     json::{self, JsonLines},
     output::Output,
 };
-use crate::{aggregate::Summary, clock::WallClock, resolve::ResolvedAttempt};
+use crate::{aggregate::Summary, clock::WallClock, report::AttemptReport};
 
 /// Writes JSON Lines to stdout or a file.
 pub struct JsonLinesSink {
@@ -21,10 +21,10 @@ pub struct JsonLinesSink {
 
 impl JsonLinesSink {
     /// Writes to `out`; `per_attempt` false writes summaries and lifecycle
-    /// records only.
-    pub fn new(out: Output, per_attempt: bool) -> Self {
+    /// records only. Every record names `node` when given.
+    pub fn new(out: Output, per_attempt: bool, node: Option<std::sync::Arc<str>>) -> Self {
         Self {
-            renderer: JsonLines::new(WallClock::new()),
+            renderer: JsonLines::new(WallClock::new(), node),
             out,
             per_attempt,
         }
@@ -45,11 +45,11 @@ impl JsonLinesSink {
 }
 
 impl Sink for JsonLinesSink {
-    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError> {
+    fn attempt(&mut self, report: &AttemptReport) -> Result<(), SinkError> {
         if !self.per_attempt {
             return Ok(());
         }
-        self.line(|renderer, line| renderer.write_attempt(line, resolved))
+        self.line(|renderer, line| renderer.write_attempt(line, report))
     }
 
     fn summary(&mut self, summary: &Summary) -> Result<(), SinkError> {

@@ -13,13 +13,14 @@ pub mod json;
 pub mod jsonl;
 pub mod output;
 pub mod prometheus;
+pub mod workload_series;
 
 use std::{io, time::SystemTime};
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{aggregate::Summary, delivery::Delivery, resolve::ResolvedAttempt};
+use crate::{aggregate::Summary, delivery::Delivery, report::AttemptReport};
 
 /// A sink could not take what it was given.
 #[derive(Debug, Error)]
@@ -48,9 +49,9 @@ pub enum SinkError {
 /// A destination for what the pipeline produces. Every method but
 /// [`Sink::attempt`] has a default that does nothing.
 pub trait Sink {
-    /// Takes one resolved attempt. Runs once per event: no blocking and as
-    /// little allocation as possible.
-    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError>;
+    /// Takes one attempt. Runs once per event: no blocking and as little
+    /// allocation as possible.
+    fn attempt(&mut self, report: &AttemptReport) -> Result<(), SinkError>;
 
     /// Takes the summary of an interval that just ended.
     fn summary(&mut self, _summary: &Summary) -> Result<(), SinkError> {
@@ -71,6 +72,9 @@ pub trait Sink {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Periodic upkeep, about once a second.
+    fn housekeeping(&mut self) {}
 
     /// Reopen files (SIGHUP, after logrotate moved them).
     fn reopen(&mut self) -> Result<(), SinkError> {

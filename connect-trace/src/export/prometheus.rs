@@ -14,6 +14,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use connect_trace_common::family;
@@ -25,12 +26,17 @@ use prometheus::{
 };
 use thiserror::Error;
 
-use super::{Sink, SinkError};
+use super::{
+    Sink, SinkError,
+    workload_series::{WorkloadEventsCollector, WorkloadSeries},
+};
 use crate::{
     aggregate::{FailureKind, Summary},
     delivery::{Delivery, Ledger},
     kernel::{KernelStats, OutcomeTally},
-    resolve::{Outcome, ResolvedAttempt},
+    report::AttemptReport,
+    resolve::Outcome,
+    workload::WorkloadCounters,
 };
 
 /// A metric could not be created or encoded.
@@ -64,6 +70,8 @@ pub struct Metrics {
     attempt_children: Vec<IntCounter>,
     /// `failures` children fetched so far (a bounded set: families × errors).
     failure_children: Mutex<HashMap<(usize, FailureKind), IntCounter>>,
+    /// Attempts and failures per workload, bounded.
+    workloads: WorkloadSeries,
 }
 
 /// Outcome labels, by [`outcome_index`].
@@ -80,9 +88,21 @@ const fn outcome_index(outcome: Outcome) -> usize {
 
 impl Metrics {
     /// Creates and registers every metric; the delivery counts and the
-    /// kernel's exact counts are read from `counts` at each scrape.
-    pub fn new(counts: Arc<dyn CountSource>) -> Result<Self, MetricsError> {
+    /// kernel's exact counts are read from `counts` at each scrape. `node`
+    /// is the node (host) name for `connect_trace_info`.
+    pub fn new(counts: Arc<dyn CountSource>, node: Option<&str>) -> Result<Self, MetricsError> {
         let registry = Registry::new();
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "connect_trace_info",
+                "Always 1: the daemon's version and the node it traces (empty when not named).",
+            ),
+            &["version", "node"],
+        )?;
+        registry.register(Box::new(info.clone()))?;
+        info.with_label_values(&[env!("CARGO_PKG_VERSION"), node.unwrap_or("")])
+            .set(1);
+        let workloads = WorkloadSeries::new(&registry)?;
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(metric.clone()))?;
@@ -165,12 +185,14 @@ impl Metrics {
             top_destinations,
             top_processes,
             attached,
+            workloads,
         })
     }
 
-    /// Counts one resolved attempt. Runs once per event: no allocation and
-    /// no label lookups once each series has been seen.
-    pub fn record(&self, resolved: &ResolvedAttempt) {
+    /// Counts one attempt. Runs once per event: no allocation and no label
+    /// lookups once each series has been seen.
+    pub fn record(&self, report: &AttemptReport) {
+        let resolved = &report.resolved;
         let attempt = &resolved.attempt;
         self.connect_duration
             .observe(attempt.latency_ns() as f64 / 1e9);
@@ -207,6 +229,22 @@ impl Metrics {
                 .with_label_values(&[outcome.name()])
                 .observe(ns as f64 / 1e9);
         }
+        if let Some(workload) = &report.workload {
+            self.workloads.record(workload, outcome, Instant::now());
+        }
+    }
+
+    /// Exports workload identity's counters, read at each scrape.
+    pub fn watch_workloads(&self, counters: Arc<WorkloadCounters>) -> Result<(), MetricsError> {
+        self.registry
+            .register(Box::new(WorkloadEventsCollector::new(counters)?))?;
+        Ok(())
+    }
+
+    /// Drops the series of workloads not seen for a while. Call about once
+    /// a second.
+    pub fn housekeeping(&self) {
+        self.workloads.forget_stale(Instant::now());
     }
 
     /// Replaces the top-K gauges with the interval's heaviest keys.
@@ -443,14 +481,18 @@ impl PrometheusSink {
 }
 
 impl Sink for PrometheusSink {
-    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError> {
-        self.metrics.record(resolved);
+    fn attempt(&mut self, report: &AttemptReport) -> Result<(), SinkError> {
+        self.metrics.record(report);
         Ok(())
     }
 
     fn summary(&mut self, summary: &Summary) -> Result<(), SinkError> {
         self.metrics.publish_top(summary);
         Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        self.metrics.housekeeping();
     }
 }
 
@@ -481,7 +523,7 @@ mod tests {
 
     #[test]
     fn counts_kept_elsewhere_are_read_at_each_scrape() {
-        let metrics = Metrics::new(Arc::new(Fixed)).unwrap();
+        let metrics = Metrics::new(Arc::new(Fixed), Some("node-1")).unwrap();
         for _ in 0..2 {
             let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
             for line in [
@@ -500,7 +542,7 @@ mod tests {
 
     #[test]
     fn exposition_is_prometheus_text() {
-        let metrics = Metrics::new(Arc::new(Fixed)).unwrap();
+        let metrics = Metrics::new(Arc::new(Fixed), Some("node-1")).unwrap();
         metrics.set_attached(true);
         let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
         assert!(

@@ -13,5 +13,6 @@ mod tracer;
 
 pub use counters::{KernelCounters, KernelStats, OutcomeTally};
 pub use tracer::{
-    DEFAULT_RING_BUFFER_BYTES, LoadError, MAX_RING_BUFFER_BYTES, PendingSweep, Tracer, TracerConfig,
+    CgroupFilter, DEFAULT_RING_BUFFER_BYTES, LoadError, MAX_RING_BUFFER_BYTES, PendingSweep,
+    Tracer, TracerConfig,
 };

@@ -55,5 +55,4 @@ mod tests {
         assert!(mount_points(mounts, "cgroup2").is_empty());
         assert_eq!(unescape_mount_field("\\04"), "\\04");
     }
-
 }

@@ -6,7 +6,7 @@
 //! is [`super::privileges::missing_for_tracing`].
 
 use aya::maps::MapType;
-use connect_trace_common::config::{KernelOffsets, TracepointOffsets};
+use connect_trace_common::config::{KernelOffsets, OFFSET_UNKNOWN, TracepointOffsets};
 
 use super::{
     btf::{Btf, BtfError},
@@ -68,7 +68,7 @@ pub struct BtfMember {
 
 /// Every struct member the programs read. None is required: without BTF
 /// tracing works, with the losses each names.
-pub const BTF_MEMBERS: [BtfMember; 7] = [
+pub const BTF_MEMBERS: [BtfMember; 11] = [
     BtfMember {
         type_name: "sock",
         member: "sk_err",
@@ -104,10 +104,31 @@ pub const BTF_MEMBERS: [BtfMember; 7] = [
         member: "sk",
         without: SOCKET_LOST,
     },
+    BtfMember {
+        type_name: "task_struct",
+        member: "nsproxy",
+        without: NETNS_LOST,
+    },
+    BtfMember {
+        type_name: "nsproxy",
+        member: "net_ns",
+        without: NETNS_LOST,
+    },
+    BtfMember {
+        type_name: "net",
+        member: "ns",
+        without: NETNS_LOST,
+    },
+    BtfMember {
+        type_name: "ns_common",
+        member: "inum",
+        without: NETNS_LOST,
+    },
 ];
 
 const SOCKET_LOST: &str =
     "a status check is matched to its attempt by process and descriptor only, not by socket";
+const NETNS_LOST: &str = "records carry no network namespace (netns null), and DNS names cannot be told apart by namespace";
 
 /// The map types the programs use, with what each holds.
 pub const MAP_TYPES: [(MapType, &str); 4] = [
@@ -139,6 +160,7 @@ pub fn tracepoint_offsets(tracefs: &Tracefs) -> Result<TracepointOffsets, Tracef
 pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfMember, String)>) {
     let mut offsets = KernelOffsets::UNKNOWN;
     let mut problems = Vec::new();
+    let mut net_parts = 0;
     for wanted in BTF_MEMBERS {
         let found = match btf {
             Ok(btf) => btf
@@ -153,17 +175,30 @@ pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfM
                 continue;
             }
         };
-        let slot = match (wanted.type_name, wanted.member) {
-            ("sock", "sk_err") => &mut offsets.sock_sk_err,
-            ("task_struct", "files") => &mut offsets.task_files,
-            ("files_struct", "fdt") => &mut offsets.files_fdt,
-            ("fdtable", "max_fds") => &mut offsets.fdtable_max_fds,
-            ("fdtable", "fd") => &mut offsets.fdtable_fd,
-            ("file", "private_data") => &mut offsets.file_private_data,
-            ("socket", "sk") => &mut offsets.socket_sk,
-            _ => continue,
-        };
-        *slot = offset;
+        match (wanted.type_name, wanted.member) {
+            ("sock", "sk_err") => offsets.sock_sk_err = offset,
+            ("task_struct", "files") => offsets.task_files = offset,
+            ("files_struct", "fdt") => offsets.files_fdt = offset,
+            ("fdtable", "max_fds") => offsets.fdtable_max_fds = offset,
+            ("fdtable", "fd") => offsets.fdtable_fd = offset,
+            ("file", "private_data") => offsets.file_private_data = offset,
+            ("socket", "sk") => offsets.socket_sk = offset,
+            ("task_struct", "nsproxy") => offsets.task_nsproxy = offset,
+            ("nsproxy", "net_ns") => offsets.nsproxy_net_ns = offset,
+            // `net.ns.inum` is read as one offset: the two add up.
+            ("net", "ns") | ("ns_common", "inum") => {
+                offsets.net_inum = if offsets.net_inum == OFFSET_UNKNOWN {
+                    offset
+                } else {
+                    offsets.net_inum + offset
+                };
+                net_parts += 1;
+            }
+            _ => {}
+        }
+    }
+    if net_parts != 2 {
+        offsets.net_inum = OFFSET_UNKNOWN;
     }
     (offsets, problems)
 }

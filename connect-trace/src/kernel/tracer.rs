@@ -46,6 +46,9 @@ pub struct TracerConfig {
     pub pid: Option<u32>,
     /// Skip calls that returned 0, in the kernel.
     pub failures_only: bool,
+    /// Trace only callers in this cgroup v2 or below it: its id and its
+    /// depth in the hierarchy (the root is 0), tested in the kernel.
+    pub cgroup: Option<CgroupFilter>,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// Take only the fallback paths: tracepoint fields read at the offsets
@@ -56,11 +59,21 @@ pub struct TracerConfig {
     pub fallback_paths_only: bool,
 }
 
+/// A cgroup v2 that callers must be in or below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupFilter {
+    /// The cgroup's id (the inode number of its directory).
+    pub id: u64,
+    /// Its depth: 1 for a child of the root.
+    pub level: u32,
+}
+
 impl Default for TracerConfig {
     fn default() -> Self {
         Self {
             pid: None,
             failures_only: false,
+            cgroup: None,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             fallback_paths_only: false,
         }
@@ -242,7 +255,8 @@ impl Tracer {
             // Wake the reader early once a quarter of the buffer is queued.
             wakeup_bytes: u64::from(bytes / 4),
             layout_usual,
-            reserved: 0,
+            filter_cgroup_level: config.cgroup.map_or(0, |cgroup| cgroup.level),
+            filter_cgroup_id: config.cgroup.map_or(0, |cgroup| cgroup.id),
             tracepoints,
             kernel,
         };

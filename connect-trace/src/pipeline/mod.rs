@@ -1,7 +1,8 @@
 //! Everything after the kernel, in the order a record travels it:
 //! [`reader`] drains the ring buffer and decodes each record
 //! ([`crate::decode`]), the [`Resolver`] joins each call with the end of
-//! its handshake, and every resolved attempt goes to the [`Aggregator`]
+//! its handshake, [`identify`] names the workload that made it (and keeps
+//! only the one asked for), and every attempt goes to the [`Aggregator`]
 //! (failure rates, summaries) and to each [`Sink`] (JSON Lines,
 //! Prometheus, ...). The pipeline also keeps the delivery [`Ledger`].
 //!
@@ -9,9 +10,13 @@
 //! drives it from its event loop, and the integration tests drive the same
 //! pipeline directly.
 
+pub mod identify;
 pub mod reader;
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use aya::maps::MapError;
 use thiserror::Error;
@@ -23,8 +28,10 @@ use crate::{
     delivery::{Delivery, Ledger},
     export::{Sink, SinkError, Started, Stopped},
     kernel::KernelStats,
+    report::AttemptReport,
     resolve::{ResolvedAttempt, Resolver, ResolverConfig},
 };
+use identify::Identity;
 use reader::EventReader;
 
 /// What stops the pipeline.
@@ -56,29 +63,86 @@ impl Default for PipelineConfig {
     }
 }
 
-/// The record pipeline: resolve, aggregate, hand to the sinks, count.
+/// The record pipeline: resolve, identify, aggregate, hand to the sinks,
+/// count.
 pub struct Pipeline {
     resolver: Resolver,
-    aggregator: Aggregator,
-    sinks: Vec<Box<dyn Sink>>,
+    downstream: Downstream,
     ledger: Arc<Ledger>,
     kernel: Arc<KernelStats>,
     top: usize,
 }
 
+/// Everything after the resolver.
+struct Downstream {
+    identity: Option<Identity>,
+    aggregator: Aggregator,
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl Downstream {
+    /// Takes one resolved attempt on: through the workload stage (which may
+    /// hold it briefly, or leave it out), to the aggregator and every sink.
+    fn take(&mut self, resolved: &ResolvedAttempt, now_ns: u64) -> Result<(), SinkError> {
+        let report = match &mut self.identity {
+            Some(identity) => match identity.admit(*resolved, Instant::now()) {
+                Some(report) => report,
+                None => return Ok(()),
+            },
+            None => AttemptReport::new(*resolved),
+        };
+        self.report(&report, now_ns)
+    }
+
+    fn report(&mut self, report: &AttemptReport, now_ns: u64) -> Result<(), SinkError> {
+        self.aggregator.record(report, now_ns / 1_000_000_000);
+        for sink in &mut self.sinks {
+            sink.attempt(report)?;
+        }
+        Ok(())
+    }
+
+    /// Takes on what the workload stage held and may now let go (`all`:
+    /// everything, at shutdown).
+    fn release(&mut self, now_ns: u64, all: bool) -> Result<(), SinkError> {
+        let Some(identity) = &mut self.identity else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        identity.apply_lookups(now);
+        let released = if all {
+            identity.finish(now)
+        } else {
+            identity.release(now)
+        };
+        for report in &released {
+            self.report(report, now_ns)?;
+        }
+        Ok(())
+    }
+}
+
 impl Pipeline {
     /// A pipeline feeding `sinks`, counting into `ledger`, next to the
-    /// kernel's counters in `kernel`.
+    /// kernel's counters in `kernel`; with `identity`, every attempt is
+    /// named by its workload (and filtered by it).
     pub fn new(
         config: PipelineConfig,
         kernel: Arc<KernelStats>,
         ledger: Arc<Ledger>,
         sinks: Vec<Box<dyn Sink>>,
+        identity: Option<Identity>,
     ) -> Self {
+        if let Some(identity) = &identity {
+            ledger.watch_filtered(identity.filtered());
+        }
         Self {
             resolver: Resolver::new(config.resolver),
-            aggregator: Aggregator::new(DEFAULT_CAPACITY, SystemTime::now()),
-            sinks,
+            downstream: Downstream {
+                identity,
+                aggregator: Aggregator::new(DEFAULT_CAPACITY, SystemTime::now()),
+                sinks,
+            },
             ledger,
             kernel,
             top: config.top,
@@ -94,23 +158,27 @@ impl Pipeline {
         mut observe: impl FnMut(&Record),
     ) -> Result<(), PipelineError> {
         let now_ns = WallClock::monotonic_now_ns();
+        let now = Instant::now();
         let Self {
             resolver,
-            aggregator,
-            sinks,
+            downstream,
             ..
         } = self;
         let mut calls = 0;
         let drained = reader.drain(|record| {
             observe(record);
-            if matches!(record, Record::Connect(_)) {
+            if let Record::Connect(attempt) = record {
                 calls += 1;
+                if let Some(identity) = &mut downstream.identity {
+                    identity.notice(attempt.cgroup_id(), attempt.pid(), now);
+                }
             }
             resolver.on_record(record, now_ns, &mut |resolved| {
-                consume(resolved, now_ns, aggregator, sinks)
+                downstream.take(resolved, now_ns)
             })
         })?;
         self.ledger.delivered(calls, drained.undecodable);
+        self.downstream.release(now_ns, false)?;
         self.end_batch()
     }
 
@@ -120,15 +188,16 @@ impl Pipeline {
         let now_ns = WallClock::monotonic_now_ns();
         let Self {
             resolver,
-            aggregator,
-            sinks,
+            downstream,
             ..
         } = self;
-        resolver.expire(now_ns, &mut |resolved| {
-            consume(resolved, now_ns, aggregator, sinks)
-        })?;
+        resolver.expire(now_ns, &mut |resolved| downstream.take(resolved, now_ns))?;
         if resolver.shrink() {
             give_back_free_memory();
+        }
+        downstream.release(now_ns, false)?;
+        for sink in &mut downstream.sinks {
+            sink.housekeeping();
         }
         self.end_batch()
     }
@@ -137,10 +206,11 @@ impl Pipeline {
     pub fn summarize(&mut self) -> Result<(), PipelineError> {
         let delivery = self.delivery()?;
         let now_secs = WallClock::monotonic_now_ns() / 1_000_000_000;
-        let summary = self
-            .aggregator
-            .summarize(SystemTime::now(), now_secs, self.top, delivery);
-        for sink in &mut self.sinks {
+        let summary =
+            self.downstream
+                .aggregator
+                .summarize(SystemTime::now(), now_secs, self.top, delivery);
+        for sink in &mut self.downstream.sinks {
             sink.summary(&summary)?;
         }
         self.end_batch()
@@ -148,7 +218,7 @@ impl Pipeline {
 
     /// Tells the sinks that tracing is live.
     pub fn started(&mut self, started: &Started) -> Result<(), PipelineError> {
-        for sink in &mut self.sinks {
+        for sink in &mut self.downstream.sinks {
             sink.started(started)?;
         }
         Ok(())
@@ -167,11 +237,11 @@ impl Pipeline {
         let now_ns = WallClock::monotonic_now_ns();
         let Self {
             resolver,
-            aggregator,
-            sinks,
+            downstream,
             ..
         } = self;
-        resolver.finish(&mut |resolved| consume(resolved, now_ns, aggregator, sinks))?;
+        resolver.finish(&mut |resolved| downstream.take(resolved, now_ns))?;
+        downstream.release(now_ns, true)?;
         self.end_batch()?;
         if summaries {
             self.summarize()?;
@@ -181,7 +251,7 @@ impl Pipeline {
             ts: SystemTime::now(),
             delivery: self.delivery()?,
         };
-        for sink in &mut self.sinks {
+        for sink in &mut self.downstream.sinks {
             sink.stopped(&stopped)?;
         }
         // The stopped line itself is written now: count it too.
@@ -190,7 +260,7 @@ impl Pipeline {
 
     /// Reopens the sinks' files (SIGHUP).
     pub fn reopen(&mut self) -> Result<(), PipelineError> {
-        for sink in &mut self.sinks {
+        for sink in &mut self.downstream.sinks {
             sink.reopen()?;
         }
         Ok(())
@@ -203,7 +273,7 @@ impl Pipeline {
 
     /// Flushes the sinks and brings the ledger up to date.
     fn end_batch(&mut self) -> Result<(), PipelineError> {
-        for sink in &mut self.sinks {
+        for sink in &mut self.downstream.sinks {
             sink.flush()?;
         }
         self.ledger.resolver(self.resolver.stats());
@@ -220,18 +290,4 @@ fn give_back_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Takes one resolved attempt to the aggregator and every sink.
-fn consume(
-    resolved: &ResolvedAttempt,
-    now_ns: u64,
-    aggregator: &mut Aggregator,
-    sinks: &mut [Box<dyn Sink>],
-) -> Result<(), SinkError> {
-    aggregator.record(resolved, now_ns / 1_000_000_000);
-    for sink in sinks {
-        sink.attempt(resolved)?;
-    }
-    Ok(())
 }

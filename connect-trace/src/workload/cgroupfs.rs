@@ -33,7 +33,7 @@ use thiserror::Error;
 use crate::kernel::mounts::mount_points;
 
 /// `statfs` magic of the cgroup2 filesystem.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
 /// A walk lists at most this many cgroups; a larger tree is walked in part,
 /// and that is counted.
 pub const DEFAULT_WALK_LIMIT: usize = 200_000;
@@ -456,7 +456,8 @@ fn on_cgroup2(path: &Path) -> bool {
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c_path is a valid C string and stat a valid out-pointer.
     let ret = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
-    ret == 0 && stat.f_type == CGROUP2_SUPER_MAGIC
+    // `f_type` is signed in glibc and unsigned in musl.
+    ret == 0 && u64::try_from(stat.f_type).ok() == Some(CGROUP2_SUPER_MAGIC)
 }
 
 /// One line of `/proc/PID/cgroup` for a v1 hierarchy.

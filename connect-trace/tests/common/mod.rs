@@ -24,6 +24,7 @@ use connect_trace::{
     export::{Sink, SinkError},
     kernel::{Tracer, TracerConfig},
     pipeline::{Pipeline, PipelineConfig, reader::EventReader},
+    report::AttemptReport,
     resolve::{ResolvedAttempt, ResolverConfig},
 };
 
@@ -51,8 +52,8 @@ pub fn gettid() -> u32 {
 struct Keep(Rc<RefCell<Vec<ResolvedAttempt>>>);
 
 impl Sink for Keep {
-    fn attempt(&mut self, resolved: &ResolvedAttempt) -> Result<(), SinkError> {
-        self.0.borrow_mut().push(*resolved);
+    fn attempt(&mut self, report: &AttemptReport) -> Result<(), SinkError> {
+        self.0.borrow_mut().push(report.resolved);
         Ok(())
     }
 }
@@ -104,6 +105,7 @@ impl Traced {
             tracer.stats(),
             Arc::new(Ledger::default()),
             vec![Box::new(Keep(Rc::clone(&resolved)))],
+            None,
         );
         Self {
             runtime,
@@ -438,4 +440,10 @@ pub fn wait_blocked_in_connect(tid: u32) {
         // Nothing to wait on: the kernel publishes this state only here.
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A refused TCP connect to 127.0.0.1:`port`, on which nothing listens.
+pub fn refused_connect_to(port: u16) {
+    let (_fd, errno) = tcp_connect(&RawAddr::inet(Ipv4Addr::LOCALHOST, port), libc::AF_INET);
+    assert_eq!(errno, libc::ECONNREFUSED);
 }
