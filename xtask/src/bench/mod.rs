@@ -4,30 +4,35 @@
 //! One session, in this order:
 //!
 //! 1. Build `connect-trace` and `connect-load` in release.
-//! 2. Rounds: each round runs every tracer in turn (none, connect-trace,
-//!    bpftrace empty, bpftrace printf, strace), and under each tracer the
-//!    load generator once per mode, in one thread. Alternating rounds
-//!    rather than all runs of one tracer in a row spread the machine's drift
-//!    over every row; each cell is a median over the rounds, paired with the
-//!    untraced run of the same round.
-//! 3. Rate: the load on every core with `connect-trace --pid` running,
-//!    once with the default ring buffer (nothing may be lost) and once with
-//!    a 4 KiB one (losses must be counted exactly).
-//! 4. A Markdown report on stdout, and with `--write-docs` in
+//! 2. Rounds ([`rounds`]): each round runs every tracer in turn (none,
+//!    connect-trace, bpftrace empty, bpftrace printf, strace; [`supervise`]
+//!    starts and stops them), and under each tracer the load generator
+//!    ([`load`]) once per workload: every mode in one thread, and the
+//!    refused loop in two. Alternating rounds rather than all runs of one
+//!    tracer in a row spread the machine's drift over every row; each cell
+//!    is a median over the rounds ([`stats`]), paired with the untraced run
+//!    of the same round. Under the tracers made of BPF programs, each mode
+//!    then runs once more with the kernel's statistics on, for the time
+//!    spent in the programs ([`program_time`]).
+//! 3. Rate ([`rate`]): the load in two threads with `connect-trace --pid`
+//!    running, once with the default ring buffer (nothing may be lost) and
+//!    once with a 4 KiB one (losses must be counted exactly).
+//! 4. A Markdown report ([`report`]) on stdout, and with `--write-docs` in
 //!    `docs/performance.md`.
 
 mod load;
 mod plan;
+mod program_time;
 mod rate;
 mod report;
 mod rounds;
+mod scratch;
 mod stats;
 mod supervise;
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    thread,
     time::Instant,
 };
 
@@ -36,10 +41,11 @@ use clap::Args;
 
 use self::{
     load::{load_command, run_load},
-    plan::{Mode, TRACERS, unavailable},
+    plan::{Mode, TRACERS, Workload, unavailable},
     rate::{RatePlan, probe_rates, rate_run},
     report::{Machine, Report},
     rounds::{RoundPlan, Rounds, run_round},
+    scratch::Scratch,
 };
 use crate::{process, toolchain};
 
@@ -50,7 +56,7 @@ const SMALL_RING_BUFFER: u32 = 4096;
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// connect() calls per load run (one thread).
+    /// connect() calls per load run and thread.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
 
@@ -72,9 +78,14 @@ pub struct BenchArgs {
     )]
     modes: Vec<Mode>,
 
-    /// connect() calls for each throughput and loss run (on every core).
+    /// connect() calls for each throughput and loss run (in all).
     #[arg(long, default_value_t = 400_000, value_parser = clap::value_parser!(u64).range(1..))]
     rate_count: u64,
+
+    /// Threads of the throughput and loss runs: 2 is what the daemon's
+    /// targets name.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    rate_threads: u16,
 
     /// Longest a throughput and loss run may take, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -107,6 +118,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let binaries = build(root)?;
     let scratch = Scratch::create(&target_dir(root).join("bench"))?;
+    eprintln!("bench: tracer outputs go to {}", scratch.describe());
     let mut modes = Vec::new();
     for mode in &args.modes {
         if !modes.contains(mode) {
@@ -116,7 +128,15 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     if modes.is_empty() {
         bail!("--modes names no mode");
     }
+    let workloads = Workload::all(&modes);
     let mut notes = Vec::new();
+    if program_time::stats_always_on() {
+        notes.push(
+            "`sysctl kernel.bpf_stats_enabled` was 1: every BPF program paid for the kernel's \
+             accounting in the end-to-end runs too."
+                .to_owned(),
+        );
+    }
     let mut tracers = Vec::new();
     for tracer in TRACERS {
         match unavailable(tracer, &binaries) {
@@ -145,6 +165,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
                     scratch: &scratch,
                     args,
                     modes: &modes,
+                    workloads: &workloads,
                     round,
                 };
                 run_round(&plan, tracer, &mut rounds)?;
@@ -155,7 +176,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         notes.push(format!("{}: failed, left out: {reason}", tracer.label()));
     }
 
-    let threads = thread::available_parallelism().map_or(1, usize::from);
+    let threads = usize::from(args.rate_threads);
     eprintln!("bench: untraced rate of each mode in {threads} threads");
     let probes = probe_rates(&binaries, args, &modes, threads)?;
     let rate_mode = args
@@ -179,11 +200,13 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     let report = Report {
         args,
         modes: &modes,
+        workloads: &workloads,
         tracers: &tracers,
         rounds: &rounds,
         rates: &rates,
         probes: &probes,
         notes: &notes,
+        outputs: scratch.describe(),
         machine: Machine::describe(),
         elapsed: started.elapsed(),
     }
@@ -238,30 +261,5 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
             Err(error).with_context(|| format!("removing {}", path.display()))
         }
         _ => Ok(()),
-    }
-}
-
-/// A scratch directory for tracer output, removed at the end. It sits in
-/// the target directory, on disk: the outputs reach a few hundred MB, too
-/// much for a tmpfs /tmp.
-pub(crate) struct Scratch(PathBuf);
-
-impl Scratch {
-    fn create(path: &Path) -> Result<Self> {
-        if path.exists() {
-            fs::remove_dir_all(path).with_context(|| format!("clearing {}", path.display()))?;
-        }
-        fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self(path.to_path_buf()))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        drop(fs::remove_dir_all(&self.0));
     }
 }

@@ -1,5 +1,6 @@
-//! What the bench measures: the connect() modes and the tracers (the rows
-//! of the cost tables), and which tracers can run here.
+//! What the bench measures: the connect() modes, the workloads made of them
+//! and the tracers (the rows of the cost tables), and which tracers can run
+//! here.
 
 use std::process::Command;
 
@@ -79,6 +80,59 @@ impl Tracer {
     pub(crate) fn is_connect_trace(self) -> bool {
         matches!(self, Self::ConnectTrace | Self::ConnectTraceSummary)
     }
+
+    /// Whether the kernel's statistics give this tracer's program time.
+    /// `--summary-only` runs the same programs as the JSON row, so it is
+    /// not measured twice.
+    pub(crate) fn has_program_time(self) -> bool {
+        matches!(
+            self,
+            Self::ConnectTrace | Self::BpftraceEmpty | Self::BpftracePrintf
+        )
+    }
+}
+
+/// The threads of the refused loop that the end-to-end target names: on a
+/// 2-core machine, the daemon then competes with the load for the cores.
+pub(crate) const TARGET_THREADS: usize = 2;
+
+/// One load the rounds run under every tracer: a mode, in some threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Workload {
+    pub(crate) mode: Mode,
+    pub(crate) threads: usize,
+}
+
+impl Workload {
+    /// Every mode in one thread, then the refused loop in
+    /// [`TARGET_THREADS`] threads when refused is measured.
+    pub(crate) fn all(modes: &[Mode]) -> Vec<Self> {
+        let mut workloads: Vec<Self> = modes
+            .iter()
+            .map(|&mode| Self { mode, threads: 1 })
+            .collect();
+        if modes.contains(&Mode::Refused) {
+            workloads.push(Self::target());
+        }
+        workloads
+    }
+
+    /// The 2-thread refused loop of the end-to-end target.
+    pub(crate) fn target() -> Self {
+        Self {
+            mode: Mode::Refused,
+            threads: TARGET_THREADS,
+        }
+    }
+
+    /// `refused`, or `refused` in 2 threads.
+    pub(crate) fn label(self) -> String {
+        if self.threads == 1 {
+            format!("`{}`", self.mode.name())
+        } else {
+            format!("`{}` in {} threads", self.mode.name(), self.threads)
+        }
+    }
 }
 
 /// Why `tracer` cannot run here, if it cannot.
@@ -93,9 +147,14 @@ pub(crate) fn unavailable(tracer: Tracer, binaries: &Binaries) -> Option<String>
                 .then(|| "`connect-trace run --help` lists no --summary-only flag yet".to_owned())
         }
         Tracer::BpftraceEmpty | Tracer::BpftracePrintf => {
-            process::output(Command::new("bpftrace").arg("--version"))
-                .is_none()
-                .then(|| "bpftrace is not installed (`cargo xtask setup` installs it)".to_owned())
+            if process::output(Command::new("bpftrace").arg("--version")).is_none() {
+                Some("bpftrace is not installed (`cargo xtask setup` installs it)".to_owned())
+            } else if process::output(Command::new("bpftool").arg("version")).is_none() {
+                // It tells when bpftrace's programs are attached.
+                Some("bpftool is not installed (`cargo xtask setup` installs it)".to_owned())
+            } else {
+                None
+            }
         }
         Tracer::Strace => process::output(Command::new("strace").arg("-V"))
             .is_none()

@@ -1,5 +1,6 @@
-//! Throughput and loss: the load on every core with `connect-trace --pid`
-//! attached, and the untraced rate of each mode that picks the fastest.
+//! Throughput and loss: the load in `--rate-threads` threads with
+//! `connect-trace --pid` attached, and the untraced rate of each mode that
+//! picks the fastest.
 
 use std::{io::Write as _, process::Stdio, thread};
 
@@ -10,7 +11,7 @@ use super::{
     load::{LoadResult, load_command, parse_load, run_load},
     plan::Mode,
     remove_if_present,
-    supervise::{DRAIN_WAIT, Daemon, DaemonEnd, KillOnDrop, lines_per_pid},
+    supervise::{DRAIN_WAIT, Daemon, DaemonEnd, KillOnDrop, records_per_pid},
 };
 
 /// One throughput and loss run.
@@ -29,13 +30,13 @@ pub(crate) struct RatePlan {
 pub(crate) struct Rate {
     pub(crate) plan: RatePlan,
     pub(crate) load: LoadResult,
-    /// Lines in the output file from the load generator's pid.
+    /// Records in the output file from the load generator's pid.
     pub(crate) delivered: u64,
     pub(crate) daemon: DaemonEnd,
 }
 
 /// Starts the load generator paused, attaches `connect-trace --pid` to it,
-/// then lets it go on every core.
+/// then lets it go.
 pub(crate) fn rate_run(binaries: &Binaries, scratch: &Scratch, plan: RatePlan) -> Result<Rate> {
     eprintln!(
         "bench: rate run, {} in {} threads, ring buffer {}",
@@ -44,7 +45,6 @@ pub(crate) fn rate_run(binaries: &Binaries, scratch: &Scratch, plan: RatePlan) -
         ring_buffer_label(plan.ring_buffer),
     );
     let output = scratch.path("rate.out");
-    remove_if_present(&output)?;
     let mut load = KillOnDrop(Some(
         load_command(
             binaries,
@@ -91,7 +91,7 @@ pub(crate) fn rate_run(binaries: &Binaries, scratch: &Scratch, plan: RatePlan) -
     let load = parse_load(&String::from_utf8_lossy(&finished.stdout))?;
     thread::sleep(DRAIN_WAIT);
     let end = daemon.stop()?;
-    let delivered = lines_per_pid(&output)?.get(&pid).copied().unwrap_or(0);
+    let delivered = records_per_pid(&output)?.get(&pid).copied().unwrap_or(0);
     remove_if_present(&output)?;
     Ok(Rate {
         plan,

@@ -1,27 +1,31 @@
-//! The Markdown report: on stdout, and with `--write-docs` in
-//! docs/performance.md.
+//! The Markdown report, on stdout and with `--write-docs` in
+//! docs/performance.md: the program time ([`program_time`]), the
+//! end-to-end cost ([`costs`]), throughput and loss ([`rates`]), start-up,
+//! the targets ([`targets`]) and notes.
 
+mod costs;
 mod format;
+mod program_time;
+mod rates;
 mod targets;
 
 use std::{fmt::Write as _, fs, process::Command, thread, time::Duration};
 
-use self::format::{cell, format_cpu, format_mib, format_ns, format_percent, format_ratio, group};
+use self::format::cell;
 use super::{
     BenchArgs,
-    plan::{Mode, TRACERS, Tracer},
+    plan::{Mode, Tracer, Workload},
     rate::{Rate, ring_buffer_label},
     rounds::Rounds,
-    stats::robust_spread,
 };
 use crate::process;
 
 /// The machine the numbers come from.
 pub(crate) struct Machine {
-    pub(crate) cpus: usize,
-    pub(crate) kernel: String,
-    pub(crate) cpu_model: String,
-    pub(crate) date: String,
+    cpus: usize,
+    kernel: String,
+    cpu_model: String,
+    date: String,
 }
 
 impl Machine {
@@ -50,61 +54,25 @@ impl Machine {
 pub(crate) struct Report<'a> {
     pub(crate) args: &'a BenchArgs,
     pub(crate) modes: &'a [Mode],
+    pub(crate) workloads: &'a [Workload],
     pub(crate) tracers: &'a [Tracer],
     pub(crate) rounds: &'a Rounds,
     pub(crate) rates: &'a [Rate],
-    /// Untraced calls per second of each mode on every core, fastest first.
+    /// Untraced calls per second of each mode in the rate runs' threads,
+    /// fastest first.
     pub(crate) probes: &'a [(Mode, f64)],
     pub(crate) notes: &'a [String],
+    /// Where the tracers wrote.
+    pub(crate) outputs: String,
     pub(crate) machine: Machine,
     pub(crate) elapsed: Duration,
 }
 
-/// One cost cell's measurements over the rounds, each paired with the
-/// untraced run (and the floor run) of the same round.
-#[derive(Default)]
-pub(crate) struct Cost {
-    pub(crate) per_call: Vec<f64>,
-    pub(crate) in_connect: Vec<f64>,
-    pub(crate) added: Vec<f64>,
-    pub(crate) over_floor: Vec<f64>,
-    pub(crate) over_connect: Vec<f64>,
-    pub(crate) errors: Vec<String>,
-    pub(crate) cut_short: u32,
-}
-
 impl Report<'_> {
-    pub(crate) fn cost(&self, mode: Mode, tracer: Tracer) -> Cost {
-        let mut cost = Cost::default();
-        for round in 0..self.rounds.rounds() {
-            let Some(load) = self.rounds.sample(round, mode, tracer) else {
-                continue;
-            };
-            cost.per_call.push(load.ns_per_call);
-            cost.in_connect.push(load.connect_ns);
-            cost.cut_short += u32::from(load.cut_short);
-            if load.errors != "{}" {
-                cost.errors.push(load.errors.clone());
-            }
-            let Some(bare) = self.rounds.sample(round, mode, Tracer::None) else {
-                continue;
-            };
-            let added = load.ns_per_call - bare.ns_per_call;
-            cost.added.push(added);
-            cost.over_connect.push(added / bare.connect_ns);
-            if let Some(floor) = self.rounds.sample(round, mode, Tracer::BpftraceEmpty) {
-                let floor_added = floor.ns_per_call - bare.ns_per_call;
-                if floor_added > 0.0 {
-                    cost.over_floor.push(added / floor_added);
-                }
-            }
-        }
-        cost
-    }
-
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.render_header(&mut out);
+        self.render_program_time(&mut out);
         self.render_costs(&mut out);
         self.render_rates(&mut out);
         self.render_startup(&mut out);
@@ -113,7 +81,7 @@ impl Report<'_> {
         out
     }
 
-    pub(crate) fn render_header(&self, out: &mut String) {
+    fn render_header(&self, out: &mut String) {
         let Machine {
             cpus,
             kernel,
@@ -141,187 +109,18 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- Settings: {} rounds; {} calls per run in one thread, each run stopped after \
-             {} s at most; throughput runs of {} calls in {} threads.\n",
+            "- Settings: {} rounds; {} calls per run and thread, each run stopped after {} s \
+             at most; throughput runs of {} calls in {} threads. Tracer outputs went to {}.\n",
             self.rounds.rounds(),
             self.args.count,
             self.args.max_seconds,
             self.args.rate_count,
-            self.rates.first().map_or(0, |rate| rate.plan.threads),
-        );
-        let _ = writeln!(
-            out,
-            "How to read the cost tables: the load generator (`connect-load`) runs \
-             `socket()`, `connect()`, `close()` in a loop on loopback. *Per iteration* is \
-             the mean time of one loop; *inside connect()* is the time spent in the \
-             `connect()` call alone. *Added* is per iteration minus the untraced run of the \
-             same round, so it includes what every other syscall pays while a syscall \
-             tracepoint is attached (the slow path). The *floor* is bpftrace with empty \
-             programs on `sys_enter_connect` and `sys_exit_connect`: no tracer on those \
-             tracepoints can add less. *÷ bare connect()* divides the added time by the \
-             untraced time inside `connect()`. Ratios are taken round by round; a round \
-             whose floor came out at or below zero (noise) gives no floor ratio. Each round \
-             runs every tracer in turn (A B A B ...); cells are medians over the rounds, \
-             with (min–max).\n"
+            self.args.rate_threads,
+            self.outputs,
         );
     }
 
-    pub(crate) fn render_costs(&self, out: &mut String) {
-        let _ = writeln!(out, "## Cost per connect()\n");
-        for &mode in self.modes {
-            let _ = writeln!(out, "### `{}`: {}\n", mode.name(), mode.description());
-            let _ = writeln!(
-                out,
-                "| tracer | ns per iteration | ns inside connect() | ns added | added ÷ floor | \
-                 added ÷ bare connect() |"
-            );
-            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-            for tracer in TRACERS {
-                if !self.tracers.contains(&tracer) || self.rounds.failed.contains_key(&tracer) {
-                    let _ = writeln!(out, "| {} | skipped (see notes) | | | | |", tracer.label());
-                    continue;
-                }
-                let cost = self.cost(mode, tracer);
-                let (added, over_floor, over_connect) = if tracer == Tracer::None {
-                    ("—".to_owned(), "—".to_owned(), "—".to_owned())
-                } else {
-                    let mut over_floor = cell(&cost.over_floor, format_ratio);
-                    if !cost.over_floor.is_empty() && cost.over_floor.len() < cost.added.len() {
-                        // Rounds where the floor came out at or below zero
-                        // have no ratio.
-                        let _ = write!(
-                            over_floor,
-                            " [{} of {} rounds]",
-                            cost.over_floor.len(),
-                            cost.added.len()
-                        );
-                    }
-                    (
-                        cell(&cost.added, format_ns),
-                        over_floor,
-                        cell(&cost.over_connect, format_percent),
-                    )
-                };
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {added} | {over_floor} | {over_connect} |",
-                    tracer.label(),
-                    cell(&cost.per_call, format_ns),
-                    cell(&cost.in_connect, format_ns),
-                );
-            }
-            let _ = writeln!(
-                out,
-                "\nNoise: the untraced runs vary by ±{} ns per iteration between rounds (1.48 × \
-                 their median absolute deviation, which one outlying round does not sway); \
-                 added costs below that are not resolved.\n",
-                format_ns(self.noise(mode))
-            );
-        }
-        let deliveries: Vec<String> = self
-            .rounds
-            .deliveries
-            .iter()
-            .map(|(tracer, delivery)| {
-                if *tracer == Tracer::ConnectTrace {
-                    format!(
-                        "{}: {} of {} calls delivered, {} lost",
-                        tracer.label(),
-                        group(delivery.delivered),
-                        group(delivery.generated),
-                        group(delivery.lost)
-                    )
-                } else {
-                    format!(
-                        "{}: {} of {} calls lost",
-                        tracer.label(),
-                        group(delivery.lost),
-                        group(delivery.generated)
-                    )
-                }
-            })
-            .collect();
-        if !deliveries.is_empty() {
-            let _ = writeln!(
-                out,
-                "Delivery during these runs (records in the output file from the load \
-                 generators' pids): {}.\n",
-                deliveries.join("; ")
-            );
-        }
-    }
-
-    pub(crate) fn render_rates(&self, out: &mut String) {
-        let Some(first) = self.rates.first() else {
-            return;
-        };
-        let _ = writeln!(out, "## Throughput and loss at the highest rate\n");
-        let _ = writeln!(
-            out,
-            "`connect-load --mode {} --threads {}` (every core) with `connect-trace run \
-             --pid PID --output FILE` attached before the first call. *Delivered* counts \
-             the lines in the file from that pid; *lost* is the daemon's own count from its \
-             last stderr line. CPU is the daemon's utime + stime from `/proc/PID/stat` \
-             (clock-tick resolution), peak RSS its VmHWM just before it was stopped.\n",
-            first.plan.mode.name(),
-            first.plan.threads,
-        );
-        let probes: Vec<String> = self
-            .probes
-            .iter()
-            .map(|(mode, rate)| format!("`{}` {}", mode.name(), group(rate.round() as u64)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "Untraced calls per second of each mode in {} threads, fastest first: {}.\n",
-            first.plan.threads,
-            probes.join(", ")
-        );
-        let _ = writeln!(
-            out,
-            "| ring buffer | calls/s | generated | delivered | lost | generated = delivered \
-             + lost | daemon CPU per delivered event | daemon peak RSS |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|");
-        for rate in self.rates {
-            let balance = rate.delivered + rate.daemon.lost;
-            let check = if balance == rate.load.calls {
-                "yes".to_owned()
-            } else {
-                format!(
-                    "**no**: {} unaccounted",
-                    i128::from(rate.load.calls) - i128::from(balance)
-                )
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {check} | {} | {} |",
-                ring_buffer_label(rate.plan.ring_buffer),
-                group(rate.load.calls_per_sec.round() as u64),
-                group(rate.load.calls),
-                group(rate.delivered),
-                group(rate.daemon.lost),
-                cpu_per_event(rate).map_or_else(|| "—".to_owned(), format_cpu),
-                rate.daemon
-                    .peak_rss_kib
-                    .map_or_else(|| "unknown".to_owned(), format_mib),
-            );
-        }
-        let _ = writeln!(out);
-        for rate in self.rates {
-            if let Some(lost) = rate.daemon.outcomes_lost.filter(|lost| *lost > 0) {
-                let _ = writeln!(
-                    out,
-                    "With the {} ring buffer the daemon also reported {} outcomes lost (records \
-                     written without their final outcome).\n",
-                    ring_buffer_label(rate.plan.ring_buffer),
-                    group(lost)
-                );
-            }
-        }
-    }
-
-    pub(crate) fn render_startup(&self, out: &mut String) {
+    fn render_startup(&self, out: &mut String) {
         let times: Vec<f64> = self
             .rounds
             .attach
@@ -331,36 +130,31 @@ impl Report<'_> {
         let _ = writeln!(out, "## Start-up\n");
         let _ = writeln!(
             out,
-            "From spawning `connect-trace run` to its banner line (programs loaded and \
+            "From spawning `connect-trace run` to its `started` record (programs loaded and \
              attached), over {} starts: {} ms.\n",
             times.len(),
             cell(&times, |ms| format!("{ms:.0}")),
         );
     }
 
-    /// How much the untraced runs' time per iteration varies between
-    /// rounds: added costs below it cannot be told from that variation.
-    pub(crate) fn noise(&self, mode: Mode) -> f64 {
-        robust_spread(&self.cost(mode, Tracer::None).per_call)
-    }
-
-    pub(crate) fn render_notes(&self, out: &mut String) {
+    fn render_notes(&self, out: &mut String) {
         let mut notes: Vec<String> = self.notes.to_vec();
-        for &mode in self.modes {
+        for &workload in self.workloads {
             for &tracer in self.tracers {
-                let cost = self.cost(mode, tracer);
+                let cost = self.cost(workload, tracer);
                 if !cost.errors.is_empty() {
                     notes.push(format!(
-                        "`{}` under {}: unexpected outcomes {}.",
-                        mode.name(),
+                        "{} under {}: unexpected outcomes {}.",
+                        workload.label(),
                         tracer.label(),
-                        cost.errors.join(", ")
+                        cost.errors.join("; ")
                     ));
                 }
                 if cost.cut_short > 0 && tracer != Tracer::Strace {
                     notes.push(format!(
-                        "`{}` under {}: {} of {} runs stopped at --max-seconds before --count calls.",
-                        mode.name(),
+                        "{} under {}: {} of {} runs stopped at --max-seconds before --count \
+                         calls.",
+                        workload.label(),
                         tracer.label(),
                         cost.cut_short,
                         cost.per_call.len()
@@ -374,14 +168,18 @@ impl Report<'_> {
                 self.args.max_seconds
             ));
         }
+        if let Some(reason) = &self.rounds.program_time_failed {
+            notes.push(format!("Program time was not measured: {reason}."));
+        }
         for rate in self.rates {
-            if rate.load.errors != "{}" {
+            let unexpected = rate.load.unexpected();
+            if !unexpected.is_empty() {
                 notes.push(format!(
-                    "Throughput run: unexpected outcomes {}.",
-                    rate.load.errors
+                    "Throughput run ({} ring buffer): unexpected outcomes {unexpected}.",
+                    ring_buffer_label(rate.plan.ring_buffer)
                 ));
             }
-            if rate.load.cut_short {
+            if rate.load.cut_short() {
                 notes.push(format!(
                     "Throughput run ({} ring buffer): stopped at --rate-max-seconds before \
                      --rate-count calls.",
@@ -398,16 +196,4 @@ impl Report<'_> {
         }
         let _ = writeln!(out);
     }
-}
-
-/// The daemon's CPU time per delivered event, and one clock tick per
-/// delivered event: how far off the first can be.
-pub(crate) fn cpu_per_event(rate: &Rate) -> Option<(f64, f64)> {
-    let delivered = rate.delivered as f64;
-    (rate.delivered > 0).then(|| {
-        (
-            rate.daemon.cpu.as_nanos() as f64 / delivered,
-            rate.daemon.cpu_tick.as_nanos() as f64 / delivered,
-        )
-    })
 }
