@@ -13,10 +13,12 @@ use connect_trace::{
         http::{self, Health},
         jsonl::JsonLinesSink,
         output::Output,
+        program_stats::ProgramStatsCollector,
         prometheus::{LedgerCounts, Metrics, PrometheusSink},
     },
     kernel::{
         DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, Tracer, TracerConfig, privileges,
+        program_stats::ProgramStats,
     },
     pipeline::{Pipeline, PipelineConfig, reader::EventReader},
     resolve::{DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
@@ -75,6 +77,12 @@ pub struct RunArgs {
     /// milliseconds. Bounds how late a record can reach the output.
     #[arg(long, env = "CONNECT_TRACE_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     poll_interval_ms: u64,
+    /// Enable the kernel's statistics of BPF programs for as long as the
+    /// daemon runs (needs CAP_SYS_ADMIN; every BPF program on the host then
+    /// pays two clock reads per run) and, with --metrics, export the run
+    /// time and run count of each of the daemon's programs.
+    #[arg(long, env = "CONNECT_TRACE_BPF_STATS")]
+    bpf_stats: bool,
 }
 
 /// `9750` → 127.0.0.1:9750; anything else must be a full socket address.
@@ -128,6 +136,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel: Arc::clone(&kernel),
     };
     let metrics = Arc::new(Metrics::new(Arc::new(counts))?);
+    if args.bpf_stats {
+        // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
+        let stats = ProgramStats::enable(tracer.program_ids())?;
+        metrics.register(Box::new(ProgramStatsCollector::new(stats)?))?;
+    }
     let health = Arc::new(Health::default());
     let server = listener.map(|listener| {
         tokio::spawn(http::serve(
