@@ -1,5 +1,6 @@
 //! Program time: the kernel's own accounting of each BPF program's run
-//! time and runs, which wall-clock noise on a shared machine barely moves.
+//! time and runs, which the noise of a shared machine moves far less than
+//! wall-clock time.
 //!
 //! The accounting costs a clock read or two per program run, so it is on
 //! only while [`StatsEnabled`] lives: the end-to-end runs go without it.

@@ -51,7 +51,8 @@ impl Report<'_> {
              (`run_time_ns`, turned on with `BPF_ENABLE_STATS` only for these runs and read \
              with `bpftool -j prog show` before and after each), divided by the connect() \
              calls made: {} calls per mode in one thread, under each tracer, once per round. \
-             Wall-clock noise barely moves it. It leaves out what the kernel does around the \
+             The machine's other work moves it far less than wall-clock time, though a busy \
+             host still inflates it (cache misses, a preempted vCPU). It leaves out what the kernel does around the \
              programs (the tracepoint itself, the syscall slow path) and everything in user \
              space: the end-to-end tables below hold those. The tracepoints fire for every \
              process, so other work on the machine adds runs: *runs per call* (1 per \
