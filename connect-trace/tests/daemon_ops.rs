@@ -1,5 +1,6 @@
 //! Running as a real daemon: systemd's readiness protocol, log rotation
-//! with SIGHUP, a full disk, and capabilities dropped after attaching.
+//! with SIGHUP, a full disk, capabilities dropped after attaching, and the
+//! kernel's statistics of its programs (`--bpf-stats`).
 //!
 //! Needs root (`cargo xtask test` runs it so in CI).
 #![allow(
@@ -221,4 +222,67 @@ fn capabilities_are_dropped_once_attached() {
     let stopped = daemon.stop_counted(libc::SIGTERM);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert_eq!(stopped.count("records_lost"), 0);
+}
+
+fn bpf_stats_sysctl() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `--bpf-stats` exports what each program costs, read after the daemon
+/// has dropped its capabilities, and leaves the kernel's setting as it
+/// found it: the statistics are held on by a descriptor, not the sysctl.
+#[test]
+fn bpf_stats_are_exported_while_running_and_the_sysctl_left_alone() {
+    let before = bpf_stats_sysctl();
+    let port = free_port();
+    let daemon = Daemon::start(&[
+        "--pid",
+        &own_pid(),
+        "--interval",
+        "0",
+        "--bpf-stats",
+        "--metrics",
+        &port.to_string(),
+    ]);
+    const CONNECTS: usize = 20;
+    for _ in 0..CONNECTS {
+        refused_connect();
+    }
+    let text = daemon::metrics(port).expect("metrics answer");
+    // The syscall programs run for every connect() on the host, filtered
+    // to this process inside them: at least once per connect made here.
+    for program in ["enter_connect", "exit_connect"] {
+        let label = format!("{{program=\"{program}\"}}");
+        let runs = sample(
+            &text,
+            &format!("connect_trace_bpf_program_runs_total{label}"),
+        );
+        assert!(
+            runs >= CONNECTS as f64,
+            "{program} ran {runs} times\n{text}"
+        );
+        let seconds = sample(
+            &text,
+            &format!("connect_trace_bpf_program_run_time_seconds_total{label}"),
+        );
+        assert!(seconds > 0.0, "{program} ran for {seconds} s\n{text}");
+    }
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+        .unwrap();
+    for name in [
+        "connect_trace_bpf_program_runs_total",
+        "connect_trace_bpf_program_run_time_seconds_total",
+    ] {
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "{name} is not in docs/metrics.md"
+        );
+    }
+    assert_eq!(bpf_stats_sysctl(), before, "while running");
+    let (status, stderr) = daemon.stop(libc::SIGTERM);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(bpf_stats_sysctl(), before, "after stopping");
 }

@@ -33,6 +33,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the benchmark compares against bpftrace on the same tracepoints",
     ),
     (
+        "bpftool",
+        "the benchmark reads each BPF program's run time and sees when bpftrace's programs are attached",
+    ),
+    (
         "prometheus",
         "tests scrape the daemon with a real Prometheus and lint it with promtool",
     ),

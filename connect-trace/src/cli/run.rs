@@ -13,11 +13,12 @@ use connect_trace::{
         http::{self, Health},
         jsonl::JsonLinesSink,
         output::{Limits, Output},
+        program_stats::ProgramStatsCollector,
         prometheus::{LedgerCounts, Metrics, PrometheusSink},
     },
     kernel::{
         CgroupFilter, DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer,
-        TracerConfig, privileges,
+        TracerConfig, privileges, program_stats::ProgramStats,
     },
     pipeline::{Pipeline, PipelineConfig, identify::Identity, reader::EventReader},
     resolve::{DEFAULT_MAX_PENDING, DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
@@ -122,6 +123,12 @@ pub struct RunArgs {
     /// milliseconds. Bounds how late a record can reach the output.
     #[arg(long, env = "CONNECT_TRACE_POLL_INTERVAL_MS", value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     poll_interval_ms: u64,
+    /// Enable the kernel's statistics of BPF programs for as long as the
+    /// daemon runs (needs CAP_SYS_ADMIN; every BPF program on the host then
+    /// pays two clock reads per run) and, with --metrics, export the run
+    /// time and run count of each of the daemon's programs.
+    #[arg(long, env = "CONNECT_TRACE_BPF_STATS")]
+    bpf_stats: bool,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -199,6 +206,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
     let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
+    if args.bpf_stats {
+        // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
+        let stats = ProgramStats::enable(tracer.program_ids())?;
+        metrics.register(Box::new(ProgramStatsCollector::new(stats)?))?;
+    }
     let health = Arc::new(Health::default());
     health.watch_output(output.progress());
     let server = listener.map(|listener| {

@@ -6,12 +6,14 @@
 //!   stdout or a file).
 //! - [`prometheus::PrometheusSink`]: Prometheus metrics, served by [`http`]
 //!   with the delivery counts and the kernel's exact counts read at scrape
-//!   time.
+//!   time, and with `--bpf-stats` what the programs cost
+//!   ([`program_stats`]).
 
 pub mod http;
 pub mod json;
 pub mod jsonl;
 pub mod output;
+pub mod program_stats;
 pub mod prometheus;
 pub mod workload_series;
 

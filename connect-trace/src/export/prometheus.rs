@@ -276,6 +276,13 @@ impl Metrics {
         self.attached.set(i64::from(attached));
     }
 
+    /// Adds a collector that reads its values at scrape time, such as
+    /// [`super::program_stats::ProgramStatsCollector`].
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
+        self.registry.register(collector)?;
+        Ok(())
+    }
+
     /// The exposition in the Prometheus text format (0.0.4).
     pub fn encode(&self) -> Result<Vec<u8>, MetricsError> {
         let mut out = Vec::new();

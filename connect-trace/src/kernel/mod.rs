@@ -1,12 +1,14 @@
 //! Talking to the running kernel: loading the programs and attaching them
 //! ([`Tracer`]), against one list of [`requirements`] whose layouts come
 //! from [`tracefs`] and [`btf`] at load time; the capability rule
-//! ([`privileges`]); and the programs' own counters ([`counters`]).
+//! ([`privileges`]); the programs' own counters ([`counters`]); and, when
+//! asked, the kernel's statistics of what they cost ([`program_stats`]).
 
 pub mod btf;
 pub mod counters;
 pub mod mounts;
 pub mod privileges;
+pub mod program_stats;
 pub mod requirements;
 pub mod tracefs;
 mod tracer;
