@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use crate::{
     btf::{self, Btf},
+    kernel_support, memlock,
     probe::{DEFAULT_RING_BUFFER_BYTES, Tracer, TracerConfig},
     tracefs::{self, Tracefs, TracefsError},
 };
@@ -195,14 +196,19 @@ pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let privileges = check_privileges(euid, effective);
+    // As the loader does, so that maps are created here as `run` creates them.
+    let memlock = memlock::raise_for_bpf();
     let bpf = check_bpf_syscall();
-    let ring_buffer = if bpf.is_ok() {
+    let mut ring_buffer = if bpf.is_ok() {
         check_ring_buffer()
     } else {
         Check::skip(RING_BUFFER, "not tried: bpf() does not work")
     };
+    if let Some(note) = memlock.note() {
+        ring_buffer.detail = format!("{}; {note}", ring_buffer.detail);
+    }
     let prerequisites_ok = privileges.is_ok() && bpf.is_ok() && ring_buffer.is_ok();
-    let mut checks = vec![privileges, bpf, ring_buffer];
+    let mut checks = vec![kernel_support::check(), privileges, bpf, ring_buffer];
 
     match &options.tracefs {
         Some(root) => {

@@ -25,6 +25,8 @@ pub mod errno;
 pub mod http;
 pub mod json;
 pub mod kernel_counts;
+pub mod kernel_support;
+pub mod memlock;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -14,6 +14,7 @@ use thiserror::Error;
 use crate::{
     btf::{self, Btf, BtfError},
     kernel_counts::OutcomeTally,
+    memlock::{self, Memlock},
     privileges,
     tracefs::{Tracefs, TracefsError},
 };
@@ -230,6 +231,10 @@ impl Tracer {
             return Err(LoadError::MissingPrivileges {
                 missing: missing.iter().map(|cap| cap.name).collect(),
             });
+        }
+        let memlock = memlock::raise_for_bpf();
+        if let Memlock::Stuck { .. } = memlock {
+            tracing::warn!("{memlock}");
         }
         let bytes = config.ring_buffer_bytes;
         if !bytes.is_power_of_two() || bytes < PAGE_SIZE {

@@ -32,7 +32,8 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
+    "kernel-version",
     "privileges",
     "bpf-syscall",
     "ring-buffer",

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod install;
+mod kernels;
 mod process;
 mod setup;
 mod toolchain;
@@ -30,8 +31,9 @@ enum Task {
     Setup,
     /// Set up, then build the release binary (target/release/connect-trace).
     Build,
-    /// Set up, check formatting and lints, then run every test (as root).
-    Test,
+    /// Set up, check formatting and lints, then run every test (as root),
+    /// then the kernel matrix: a slice of the tests on each Debian kernel.
+    Test(kernels::Selection),
     /// Set up, build, then run `connect-trace run` with the given arguments.
     Run {
         /// Arguments for `connect-trace run` (after `--`).
@@ -41,6 +43,9 @@ enum Task {
     /// Set up, build, then measure what tracing costs each connect()
     /// against bpftrace and strace, and whether the daemon keeps up (as root).
     Bench(bench::BenchArgs),
+    /// Set up, build the tests, then run a slice of them (or a command)
+    /// inside each Debian kernel from 5.10 on, under QEMU.
+    Kernels(kernels::KernelsArgs),
     /// Set up, build, then install the binary, the systemd unit and the
     /// logrotate snippet (as root); prints how to start the service.
     Install(install::InstallArgs),
@@ -55,9 +60,14 @@ fn main() -> Result<()> {
             setup::setup(&root)?;
             build_release(&root)
         }
-        Task::Test => {
+        Task::Test(kernels) => {
             setup::setup(&root)?;
-            test(&root)
+            test(&root)?;
+            kernels::matrix(&root, &kernels)
+        }
+        Task::Kernels(args) => {
+            setup::setup(&root)?;
+            kernels::kernels(&root, &args)
         }
         Task::Run { args } => {
             setup::setup(&root)?;

@@ -36,6 +36,30 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "tests scrape the daemon with a real Prometheus and lint it with promtool",
     ),
+    (
+        "qemu-system-x86",
+        "the kernel matrix boots Debian's kernels under QEMU",
+    ),
+    (
+        "busybox-static",
+        "the kernel matrix's guests start from a static busybox",
+    ),
+    (
+        "kmod",
+        "modinfo finds what the guests' kernel modules depend on",
+    ),
+    (
+        "xz-utils",
+        "Debian's kernels and modules come compressed with xz",
+    ),
+    (
+        "zstd",
+        "Debian's newer kernels and modules come compressed with zstd",
+    ),
+    (
+        "debian-archive-keyring",
+        "apt checks the kernel packages the matrix downloads against Debian's keys",
+    ),
 ];
 
 /// Installs whatever is missing.

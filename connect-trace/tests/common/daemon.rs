@@ -14,7 +14,10 @@ use serde_json::Value;
 use super::{RawAddr, closed_port, require_root, tcp_connect};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a wait may take before the test fails. Generous: the kernel
+/// matrix runs these tests under emulation, where starting the daemon alone
+/// takes several seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `connect-trace run` and its output, line by line.
 pub struct Daemon {
