@@ -131,11 +131,15 @@ pub fn slice_script(root: &Path) -> Result<String> {
             }
         }
         writeln!(script, "echo {}", quote(&format!("== {}", part.target)))?;
-        // Most of these tests wait on the kernel (handshakes, timeouts), not
-        // on the CPU: more threads than CPUs shortens the run.
+        // One test at a time. On a kernel that preempts BPF programs (every
+        // 7.x: only lazy and full preemption are left), two threads
+        // connecting at once on one CPU make the kernel skip the tracer's
+        // program for one of them (counted only in the program's
+        // recursion_misses), and that call's record is lost. That is a
+        // defect of its own, not what this slice is about.
         write!(
             script,
-            "{} --exact --test-threads=8",
+            "{} --exact --test-threads=1",
             quote(&binary.to_string_lossy())
         )?;
         for test in part.tests {
@@ -299,14 +303,19 @@ fn run_one(
         })
     };
     let mut outcome = boot()?;
-    // Emulated boots hang now and then before the kernel reaches init
-    // (seen with 7.3 on two virtual CPUs); that says nothing about the
-    // tracer, so such a guest gets a second boot.
-    if outcome.boot_hung {
+    // An emulated boot fails now and then before the kernel reaches init
+    // (a hang bringing up a second CPU, a timer too slow for a boot-time
+    // check); that says nothing about the tracer, so such a guest gets a
+    // second boot.
+    if !outcome.booted {
         eprintln!(
-            "xtask: {} did not reach its init in {} s; booting it again",
+            "xtask: {} did not reach its init ({}); booting it again",
             kernel.release.abi,
-            machine.boot_timeout.as_secs()
+            if outcome.boot_hung {
+                format!("nothing in {} s", machine.boot_timeout.as_secs())
+            } else {
+                outcome.console.first().cloned().unwrap_or_default()
+            }
         );
         outcome = boot()?;
     }
@@ -375,7 +384,7 @@ pub fn one_line(report: &GuestReport) -> String {
             );
         }
         None if report.outcome.timed_out => line.push_str("killed at the time limit"),
-        None if report.outcome.boot_hung => line.push_str("did not boot, twice"),
+        None if !report.outcome.booted => line.push_str("did not boot, twice"),
         None => line.push_str("the guest ended without an exit status (see its console)"),
     }
     let _ = write!(line, " in {} s", report.outcome.elapsed.as_secs());

@@ -54,8 +54,10 @@ pub struct Selection {
     )]
     kernels: Vec<String>,
 
-    /// Guests booted at once.
-    #[arg(long, env = "CONNECT_TRACE_KERNEL_JOBS", default_value_t = 2,
+    /// Guests booted at once, each with one virtual CPU. Their tests spend
+    /// much of their time waiting on the kernel, so three share two cores
+    /// well.
+    #[arg(long, env = "CONNECT_TRACE_KERNEL_JOBS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..=16))]
     jobs: u32,
 
@@ -68,6 +70,11 @@ pub struct Selection {
     /// a failing guest's console is printed anyway.
     #[arg(long)]
     verbose: bool,
+
+    /// More parameters for the guests' kernel command line, such as
+    /// `preempt=voluntary`.
+    #[arg(long, value_name = "PARAMETERS", default_value = "")]
+    kernel_args: String,
 }
 
 impl Selection {
@@ -232,6 +239,7 @@ fn boot_all(
         timeout: matrix::DEFAULT_TIMEOUT,
         boot_timeout: matrix::BOOT_TIMEOUT,
         kernel_messages: selection.verbose,
+        kernel_args: selection.kernel_args.clone(),
     };
     let started = Instant::now();
     let reports = matrix::run_all(

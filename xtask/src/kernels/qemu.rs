@@ -32,6 +32,8 @@ pub struct Machine {
     /// Print the kernel's messages on the console (slower: the emulated
     /// serial port is slow), rather than only its errors.
     pub kernel_messages: bool,
+    /// More kernel parameters (`preempt=voluntary`, ...).
+    pub kernel_args: String,
 }
 
 /// What became of a guest.
@@ -44,6 +46,8 @@ pub struct Outcome {
     pub timed_out: bool,
     /// Whether it was killed because its init never started.
     pub boot_hung: bool,
+    /// Whether its init started at all.
+    pub booted: bool,
     /// Every console line.
     pub console: Vec<String>,
     /// From starting QEMU to its exit.
@@ -69,14 +73,17 @@ pub fn run(
         .arg("-initrd")
         .arg(initramfs)
         // panic=-1 with -no-reboot: a panic (or an oops) ends QEMU at once.
+        // no_timer_check: a slow emulator fails the boot-time check that
+        // the timer interrupt ticks, and the kernel panics.
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 panic=-1 oops=panic {}",
+            "console=ttyS0 panic=-1 oops=panic no_timer_check {} {}",
             if machine.kernel_messages {
                 "loglevel=6"
             } else {
                 "quiet loglevel=3"
-            }
+            },
+            machine.kernel_args
         ))
         .args([
             "-virtfs",
@@ -138,6 +145,7 @@ pub fn run(
         status,
         timed_out,
         boot_hung,
+        booted,
         console,
         elapsed: started.elapsed(),
     })
