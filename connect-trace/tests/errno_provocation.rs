@@ -126,8 +126,9 @@ impl Netns {
         }
         for (key, value) in &self.sysctls {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-            // Kernels before tcp_syn_linear_timeouts (6.x) always double
-            // the SYN timeouts, which is what setting it to 0 asks for.
+            // Kernels without tcp_syn_linear_timeouts (Debian's 5.10 and
+            // 6.1) always double the SYN timeouts, which is what setting
+            // it to 0 asks for.
             if key.ends_with("tcp_syn_linear_timeouts") && !path.exists() {
                 continue;
             }

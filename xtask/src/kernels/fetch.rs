@@ -6,7 +6,7 @@
 //! split into `linux-binary-*`, `linux-modules-*` and `linux-base-*`). The
 //! look-up is kept for a day; a kernel, once fetched, is kept until its suite
 //! moves on. Only what booting needs is kept: the kernel image and the few
-//! modules the guest loads, about 70 MB a kernel.
+//! modules the guest loads, about 60 MB a kernel.
 
 use std::{
     fs,
