@@ -36,9 +36,11 @@ use caps::{Capability, CapsHashSet};
 use crate::kernel::{
     Tracer, TracerConfig,
     btf::{self, Btf},
+    memlock,
     mounts::mount_points,
     privileges,
     requirements::{self, MAP_TYPES, TRACEPOINTS},
+    support as kernel_support,
     tracefs::{self, DEBUGFS_MOUNT, Tracefs, TracefsError},
 };
 use crate::workload::{
@@ -206,14 +208,19 @@ pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let privileges = check_privileges(euid, effective.as_ref());
+    // As the loader does, so that maps are created here as `run` creates them.
+    let memlock = memlock::raise_for_bpf();
     let bpf = check_bpf_syscall();
-    let map_types = if bpf.is_ok() {
+    let mut map_types = if bpf.is_ok() {
         check_map_types()
     } else {
         Check::skip(MAP_TYPE_CHECK, "not tried: bpf() does not work")
     };
+    if let Some(note) = memlock.note() {
+        map_types.detail = format!("{}; {note}", map_types.detail);
+    }
     let prerequisites_ok = privileges.is_ok() && bpf.is_ok() && map_types.is_ok();
-    let mut checks = vec![privileges, bpf, map_types];
+    let mut checks = vec![check_kernel_version(), privileges, bpf, map_types];
 
     match &options.tracefs {
         Some(root) => {
@@ -251,6 +258,69 @@ const KERNEL_BTF: &str = "kernel-btf";
 const CGROUP_V2: &str = "cgroup-v2";
 const ATTACH: &str = "attach";
 const WORKLOADS: &str = "workloads";
+
+/// `check`'s `kernel-version` line: the running kernel's version and where it
+/// falls. Never [`Status::Missing`]: distributions backport features (RHEL
+/// 8's 4.18 has BPF ring buffers), so the checks after it decide.
+fn check_kernel_version() -> Check {
+    let name = "kernel-version".to_owned();
+    let version = match aya::util::KernelVersion::current() {
+        Ok(version) => version,
+        Err(error) => {
+            return Check {
+                name,
+                status: Status::Warn,
+                detail: format!("cannot read the running kernel's version: {error}"),
+                remedy: Some("the checks below still tell whether `run` can work".to_owned()),
+            };
+        }
+    };
+    let range = kernel_support::tested_range();
+    let (status, detail, remedy) = match kernel_support::support(version) {
+        kernel_support::Support::Tested => (
+            Status::Ok,
+            format!("Linux {version}, in the tested range ({range})"),
+            None,
+        ),
+        kernel_support::Support::Newer => (
+            Status::Ok,
+            format!(
+                "Linux {version}, newer than the tested range ({range}); layouts are read at \
+                 load time, and the checks below tell whether they fit"
+            ),
+            None,
+        ),
+        kernel_support::Support::Untested => (
+            Status::Warn,
+            format!(
+                "Linux {version}, older than the tested range ({range}) but at least {}, which \
+                 has everything `run` needs",
+                kernel_support::short(kernel_support::LOWEST_LOADABLE)
+            ),
+            Some(format!(
+                "it should work; if it does not, report it with this output (tested: {range})"
+            )),
+        ),
+        kernel_support::Support::TooOld => (
+            Status::Warn,
+            format!(
+                "Linux {version}, older than {}, the first with BPF ring buffers; only a kernel \
+                 with them backported can work (the ring-buffer check tells)",
+                kernel_support::short(kernel_support::LOWEST_LOADABLE)
+            ),
+            Some(format!(
+                "use Linux {} or newer (tested: {range})",
+                kernel_support::short(kernel_support::LOWEST_LOADABLE)
+            )),
+        ),
+    };
+    Check {
+        name,
+        status,
+        detail,
+        remedy,
+    }
+}
 
 /// The capability rule is [`privileges::missing_from`], the loader's own;
 /// this adds what the capabilities held allow beyond it.
@@ -776,6 +846,14 @@ mod tests {
 
     fn set(caps: &[Capability]) -> CapsHashSet {
         caps.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_running_kernel_is_reported() {
+        let check = check_kernel_version();
+        assert_eq!(check.name, "kernel-version");
+        assert!(check.detail.starts_with("Linux "), "{check:?}");
+        assert_ne!(check.status, Status::Missing);
     }
 
     #[test]

@@ -32,7 +32,8 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
+    "kernel-version",
     "privileges",
     "bpf-syscall",
     "map-types",

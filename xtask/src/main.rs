@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod image;
 mod install;
+mod kernels;
 mod process;
 mod setup;
 mod toolchain;
@@ -31,8 +32,9 @@ enum Task {
     Setup,
     /// Set up, then build the release binary (target/release/connect-trace).
     Build,
-    /// Set up, check formatting and lints, then run every test (as root).
-    Test,
+    /// Set up, check formatting and lints, then run every test (as root),
+    /// then the kernel matrix: a slice of the tests on each Debian kernel.
+    Test(kernels::Selection),
     /// Set up, build, then run `connect-trace run` with the given arguments.
     Run {
         /// Arguments for `connect-trace run` (after `--`).
@@ -46,6 +48,9 @@ enum Task {
     /// tagged `latest`) with the local Docker engine, starting one for the
     /// build when none answers.
     Image(image::ImageArgs),
+    /// Set up, build the tests, then run a slice of them (or a command)
+    /// inside each Debian kernel from 5.10 on, under QEMU.
+    Kernels(kernels::KernelsArgs),
     /// Set up, build, then install the binary, the systemd unit and the
     /// logrotate snippet (as root); prints how to start the service.
     Install(install::InstallArgs),
@@ -60,9 +65,14 @@ fn main() -> Result<()> {
             setup::setup(&root)?;
             build_release(&root)
         }
-        Task::Test => {
+        Task::Test(kernels) => {
             setup::setup(&root)?;
-            test(&root)
+            test(&root)?;
+            kernels::matrix(&root, &kernels)
+        }
+        Task::Kernels(args) => {
+            setup::setup(&root)?;
+            kernels::kernels(&root, &args)
         }
         Task::Run { args } => {
             setup::setup(&root)?;

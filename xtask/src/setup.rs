@@ -46,7 +46,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "busybox-static",
-        "the workload and Kubernetes tests build their container image offline from /bin/busybox",
+        "the workload and Kubernetes tests build their container image offline from /bin/busybox, and the kernel matrix's guests start from it",
     ),
     (
         "python3-venv",
@@ -55,6 +55,26 @@ const PACKAGES: &[(&str, &str)] = &[
     (
         "protobuf-compiler",
         "containerd-client generates containerd's gRPC bindings with protoc when it builds",
+    ),
+    (
+        "qemu-system-x86",
+        "the kernel matrix boots Debian's kernels under QEMU",
+    ),
+    (
+        "kmod",
+        "modinfo finds what the guests' kernel modules depend on",
+    ),
+    (
+        "xz-utils",
+        "Debian's kernels and modules come compressed with xz",
+    ),
+    (
+        "zstd",
+        "Debian's newer kernels and modules come compressed with zstd",
+    ),
+    (
+        "debian-archive-keyring",
+        "apt checks the kernel packages the matrix downloads against Debian's keys",
     ),
 ];
 

@@ -6,10 +6,12 @@
 
 pub mod btf;
 pub mod counters;
+pub mod memlock;
 pub mod mounts;
 pub mod privileges;
 pub mod program_stats;
 pub mod requirements;
+pub mod support;
 pub mod tracefs;
 mod tracer;
 

@@ -20,6 +20,7 @@ use thiserror::Error;
 use super::{
     btf::{self, Btf},
     counters::KernelStats,
+    memlock::{self, Memlock},
     privileges,
     requirements::{self, BtfMember, INET_SOCK_SET_STATE, SYS_ENTER_CONNECT, SYS_EXIT_CONNECT},
     tracefs::{Tracefs, TracefsError},
@@ -236,6 +237,10 @@ impl Tracer {
             return Err(LoadError::MissingPrivileges {
                 missing: missing.iter().map(ToString::to_string).collect(),
             });
+        }
+        let memlock = memlock::raise_for_bpf();
+        if let Memlock::Stuck { .. } = memlock {
+            tracing::warn!("{memlock}");
         }
         let bytes = config.ring_buffer_bytes;
         if !bytes.is_power_of_two() || !(PAGE_SIZE..=MAX_RING_BUFFER_BYTES).contains(&bytes) {

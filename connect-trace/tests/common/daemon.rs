@@ -15,7 +15,10 @@ use serde_json::Value;
 use super::{RawAddr, closed_port, require_root, tcp_connect};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_connect-trace");
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a wait may take before the test fails. Generous: the kernel
+/// matrix runs these tests under emulation, where starting the daemon alone
+/// takes several seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `connect-trace run` and its output, line by line.
 pub struct Daemon {
@@ -27,6 +30,8 @@ pub struct Daemon {
     output: Option<PathBuf>,
     /// The ids of its attached programs, from its `started` record.
     pub program_ids: Vec<u32>,
+    /// Its `started` record (`Null` when readiness came from the metrics).
+    pub started: Value,
 }
 
 /// How to tell that the daemon is attached.
@@ -125,6 +130,7 @@ impl Daemon {
             stderr,
             output: output_of(args),
             program_ids: Vec::new(),
+            started: Value::Null,
         };
         match ready {
             Ready::Started => {
@@ -137,6 +143,7 @@ impl Daemon {
                     .map(|id| u32::try_from(id).unwrap())
                     .collect();
                 assert_eq!(daemon.program_ids.len(), 3, "{started}");
+                daemon.started = started;
             }
             Ready::Metrics(port) => daemon.wait_for_metrics(port),
         }

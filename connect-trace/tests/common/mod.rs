@@ -189,7 +189,13 @@ impl Traced {
 
     fn wait_until(&mut self, deadline: Instant, failure: impl FnOnce() -> String) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "{}", failure());
+        // The kernel's counters say whether a record was dropped there.
+        assert!(
+            !left.is_zero(),
+            "{}; kernel counters: {:?}",
+            failure(),
+            self.tracer.stats().counters()
+        );
         let reader = &mut self.reader;
         let _ = self
             .runtime
