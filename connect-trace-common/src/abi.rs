@@ -45,6 +45,10 @@ pub mod addr_flags {
     /// `addrlen` was negative or larger than [`super::SOCKADDR_MAX`], so
     /// nothing was read.
     pub const BAD_LENGTH: u32 = 1 << 1;
+    /// The call's start was not seen (it began before tracing did, or the
+    /// kernel skipped the entry program): only its result is known, not
+    /// its address or descriptor.
+    pub const NOT_SEEN: u32 = 1 << 2;
 }
 
 /// TCP states, as `inet_sock_set_state` reports them (include/net/tcp_states.h).

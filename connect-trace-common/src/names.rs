@@ -25,10 +25,15 @@ pub mod program {
     pub const ENTER_CONNECT: &str = "enter_connect";
     /// Attached to `syscalls/sys_exit_connect`.
     pub const EXIT_CONNECT: &str = "exit_connect";
-    /// Attached to `sock/inet_sock_set_state` (classic tracepoint).
+    /// Attached to `sock/inet_sock_set_state` (classic tracepoint), where
+    /// raw tracepoints are not available.
     pub const SOCK_STATE: &str = "sock_state";
-    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred).
-    pub const SOCK_STATE_RAW: &str = "sock_state_raw";
+    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred):
+    /// handshake starts.
+    pub const HANDSHAKE_START: &str = "handshake_start";
+    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred):
+    /// handshake ends.
+    pub const HANDSHAKE_END: &str = "handshake_end";
 }
 
 /// Slots of the per-CPU [`map::COUNTERS`] array.

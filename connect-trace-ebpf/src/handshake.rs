@@ -44,18 +44,41 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The same hook as a raw tracepoint, which the loader prefers: the kernel
+/// The same hook as raw tracepoints, which the loader prefers: the kernel
 /// then passes `(sk, oldstate, newstate)` as they are instead of building
 /// the tracepoint's record (addresses, ports) on every TCP state change on
 /// the host. There is no protocol field to check; only TCP (and MPTCP,
 /// which is TCP underneath) ever moves a socket from CLOSE to SYN_SENT,
 /// and only such sockets are followed.
+///
+/// Two programs, not one: the kernel never lets a program run on a CPU
+/// where it is already running, and skips the event instead (it counts a
+/// "recursion miss"). A handshake starts in the connecting task and most
+/// end in softirq, which can interrupt that task on the same CPU; with one
+/// program, every end that a softirq delivered while the program was
+/// busy with a start was lost, thousands at a time under a burst of
+/// timeouts. Starts happen only in task context and ends only in softirq
+/// or a task's own call, so neither program can be interrupted by itself.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn sock_state_raw(ctx: RawTracePointContext) -> i32 {
-    let sock: u64 = ctx.arg(0);
+pub fn handshake_start(ctx: RawTracePointContext) -> i32 {
     let old: u64 = ctx.arg(1);
     let new: u64 = ctx.arg(2);
-    on_state_change(sock, old as u32, new as u32);
+    if old as u32 == tcp_state::CLOSE && new as u32 == tcp_state::SYN_SENT {
+        on_syn(ctx.arg(0));
+    }
+    0
+}
+
+/// The other half: a handshake's end (see [`handshake_start`]).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn handshake_end(ctx: RawTracePointContext) -> i32 {
+    let old: u64 = ctx.arg(1);
+    let new = ctx.arg::<u64>(2) as u32;
+    if old as u32 == tcp_state::SYN_SENT
+        && (new == tcp_state::ESTABLISHED || new == tcp_state::CLOSE)
+    {
+        on_end(ctx.arg(0), new);
+    }
     0
 }
 

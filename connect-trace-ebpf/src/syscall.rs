@@ -122,17 +122,25 @@ pub fn family_slot_of(in_flight: &InFlight) -> u32 {
 }
 
 fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
-    let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
-        count(counter::EXIT_WITHOUT_ENTRY);
-        return Ok(());
-    };
-    // SAFETY: the entry belongs to this thread, which is leaving connect().
-    let in_flight = unsafe { &mut *in_flight };
     let ret: i64 = field::<i64, { layout::EXIT_RET }>(ctx, config!(tracepoints.exit_ret))?;
     if ret == 0 && config!(failures_only) != 0 {
         let _ = IN_FLIGHT.remove(&pid_tgid);
         return Ok(());
     }
+    let (in_flight, seen) = match IN_FLIGHT.get_ptr_mut(&pid_tgid) {
+        Some(in_flight) => (in_flight, true),
+        None => {
+            // The call's start was not seen: it began before tracing did,
+            // or the kernel skipped the entry program (it does when the
+            // program is already running on this CPU). Its result is still
+            // reported, without an address.
+            count(counter::EXIT_WITHOUT_ENTRY);
+            (unseen_start()?, false)
+        }
+    };
+    // SAFETY: the entry belongs to this thread, which is leaving connect()
+    // (or it is this CPU's scratch slot, filled just above).
+    let in_flight = unsafe { &mut *in_flight };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let tgid = (pid_tgid >> 32) as u32;
@@ -152,7 +160,9 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
 
     let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
         count(counter::RINGBUF_FULL);
-        let _ = IN_FLIGHT.remove(&pid_tgid);
+        if seen {
+            let _ = IN_FLIGHT.remove(&pid_tgid);
+        }
         return Ok(());
     };
     let record = entry.as_mut_ptr();
@@ -179,9 +189,33 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         (*record).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*record).addr = in_flight.addr;
     }
-    let _ = IN_FLIGHT.remove(&pid_tgid);
+    if seen {
+        let _ = IN_FLIGHT.remove(&pid_tgid);
+    }
     entry.submit(wakeup_flags());
     Ok(())
+}
+
+/// This CPU's scratch slot, filled in for a call whose start was not seen:
+/// no address, no descriptor, started now.
+#[inline(always)]
+fn unseen_start() -> Result<*mut InFlight, i64> {
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return Err(-1);
+    };
+    // SAFETY: this CPU's scratch slot, not in use by the entry program on
+    // this CPU while the exit program runs here.
+    let unseen = unsafe { &mut *slot };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unseen.start_ns = unsafe { bpf_ktime_get_ns() };
+    unseen.handshake = Handshake::default();
+    unseen.fd = -1;
+    unseen.addrlen = 0;
+    unseen.addr_flags = addr_flags::NOT_SEEN;
+    unseen.flags = 0;
+    unseen.addr[0] = 0;
+    unseen.addr[1] = 0;
+    Ok(slot)
 }
 
 /// Counts a call at exit, unless the end of its handshake counts it (it

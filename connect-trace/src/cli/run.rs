@@ -268,6 +268,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = sweep.tick() => {
                 let swept = tracer.sweep_pending(WallClock::monotonic_now_ns(), u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX)).context("sweeping the kernel's handshakes")?;
                 ledger.handshakes_expired(swept.expired);
+                if swept.calls_abandoned > 0 {
+                    tracing::debug!("removed {} in-flight entries of threads gone before their exit was seen", swept.calls_abandoned);
+                }
             }
             ready = reader.wait() => {
                 ready.context("waiting on the ring buffer")?;

@@ -2,7 +2,7 @@
 //! them ([`crate::resolve`] joins the two).
 
 use connect_trace_common::{
-    abi::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, connect_flags},
+    abi::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, addr_flags, connect_flags},
     family,
     outcome::{self, HandshakeEnd},
 };
@@ -108,9 +108,13 @@ impl ConnectAttempt {
         self.raw.start_ns
     }
 
-    /// Nanoseconds spent inside connect().
-    pub const fn latency_ns(&self) -> u64 {
-        self.raw.latency_ns
+    /// Nanoseconds spent inside connect(); `None` when the call's start
+    /// was not seen.
+    pub const fn latency_ns(&self) -> Option<u64> {
+        if self.raw.addr_flags & addr_flags::NOT_SEEN != 0 {
+            return None;
+        }
+        Some(self.raw.latency_ns)
     }
 
     /// The handshake this call started, if it sent a TCP SYN: the socket

@@ -169,7 +169,7 @@ struct ConnectLine<'a> {
     errno: i32,
     errno_name: Option<&'static str>,
     errno_class: Option<&'static str>,
-    latency_ns: u64,
+    latency_ns: Option<u64>,
     outcome: &'static str,
     final_errno: Option<i32>,
     final_errno_name: Option<&'static str>,

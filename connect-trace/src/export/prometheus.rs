@@ -194,8 +194,9 @@ impl Metrics {
     pub fn record(&self, report: &AttemptReport) {
         let resolved = &report.resolved;
         let attempt = &resolved.attempt;
-        self.connect_duration
-            .observe(attempt.latency_ns() as f64 / 1e9);
+        if let Some(latency_ns) = attempt.latency_ns() {
+            self.connect_duration.observe(latency_ns as f64 / 1e9);
+        }
         if resolved.repeat {
             self.repeats.inc();
             return;
@@ -331,6 +332,7 @@ struct DeliveryCollector {
     calls_unseen: IntCounter,
     status_checks_unmatched: IntCounter,
     handshakes_expired: IntCounter,
+    events_missed: IntCounter,
     pending: IntGauge,
 }
 
@@ -390,6 +392,10 @@ impl DeliveryCollector {
                 "connect_trace_handshakes_expired_total",
                 "Handshakes the kernel followed but never saw end, removed from its table once older than --resolve-timeout.",
             )?,
+            events_missed: counter(
+                "connect_trace_events_missed_total",
+                "Runs of connect-trace's BPF programs the kernel skipped because one was already running on that CPU (recursion misses): calls or handshake events not seen.",
+            )?,
             pending: IntGauge::new(
                 "connect_trace_pending_attempts",
                 "Attempts waiting for their handshake to end.",
@@ -397,8 +403,9 @@ impl DeliveryCollector {
         })
     }
 
-    fn counters(&self) -> [&IntCounter; 8] {
+    fn counters(&self) -> [&IntCounter; 9] {
         [
+            &self.events_missed,
             &self.handshakes_expired,
             &self.records_delivered,
             &self.records_written,

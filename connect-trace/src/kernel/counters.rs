@@ -4,7 +4,12 @@
 //! maps whenever asked: when a summary is written, when Prometheus
 //! scrapes, and at the end. No copy is kept that could drift.
 
-use aya::maps::{MapData, MapError, PerCpuArray};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray},
+    programs::ProgramFd,
+};
 use connect_trace_common::{
     family,
     names::counter,
@@ -93,16 +98,47 @@ impl OutcomeTally {
     }
 }
 
-/// The kernel's counter maps, read on demand.
+/// The kernel's counter maps, and the programs whose skipped runs are
+/// counted, read on demand.
 pub struct KernelStats {
     counters: PerCpuArray<MapData, u64>,
     outcomes: PerCpuArray<MapData, u64>,
+    programs: Vec<ProgramFd>,
 }
 
 impl KernelStats {
-    /// Wraps the `COUNTERS` and `OUTCOMES` maps.
-    pub fn new(counters: PerCpuArray<MapData, u64>, outcomes: PerCpuArray<MapData, u64>) -> Self {
-        Self { counters, outcomes }
+    /// Wraps the `COUNTERS` and `OUTCOMES` maps and descriptors of the
+    /// attached `programs`.
+    pub fn new(
+        counters: PerCpuArray<MapData, u64>,
+        outcomes: PerCpuArray<MapData, u64>,
+        programs: Vec<ProgramFd>,
+    ) -> Self {
+        Self {
+            counters,
+            outcomes,
+            programs,
+        }
+    }
+
+    /// Runs of our programs the kernel skipped, summed: it does not start a
+    /// program on a CPU where that program (or, for classic tracepoints,
+    /// any kprobe or tracepoint program) is already running, and counts
+    /// `recursion_misses` instead (Linux 5.12 and later; 0 before). Each
+    /// one is a call or a handshake event not seen.
+    pub fn skipped_runs(&self) -> u64 {
+        self.programs
+            .iter()
+            .filter_map(|program| {
+                let path = format!("/proc/self/fdinfo/{}", program.as_fd().as_raw_fd());
+                let text = std::fs::read_to_string(path).ok()?;
+                text.lines()
+                    .find_map(|line| line.strip_prefix("recursion_misses:"))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     /// Reads the counters.

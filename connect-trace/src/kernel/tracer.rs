@@ -11,7 +11,7 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use connect_trace_common::{
-    abi::PendingHandshake,
+    abi::{InFlight, PendingHandshake},
     config::{self, Config, TracepointOffsets},
     names::{map, program},
 };
@@ -134,6 +134,7 @@ pub struct Tracer {
     ebpf: Ebpf,
     stats: Arc<KernelStats>,
     pending: HashMap<MapData, u64, PendingHandshake>,
+    in_flight: HashMap<MapData, u64, InFlight>,
     program_ids: Vec<u32>,
     btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
@@ -281,34 +282,53 @@ impl Tracer {
                 tracepoint.name,
             )?);
         }
-        // The raw tracepoint spares the kernel building a record on every
-        // TCP state change; the classic one is the fallback.
+        // Raw tracepoints spare the kernel building a record on every TCP
+        // state change, and the two programs (starts, ends) never make each
+        // other miss an event; the classic tracepoint is the fallback.
         let raw = if config.fallback_paths_only {
             Err(LoadError::Program {
                 action: "attaching",
-                name: program::SOCK_STATE_RAW,
+                name: program::HANDSHAKE_START,
                 source: ProgramError::NotLoaded,
             })
         } else {
-            attach_raw_tracepoint(&mut ebpf, program::SOCK_STATE_RAW, INET_SOCK_SET_STATE.name)
+            attach_raw_tracepoint(
+                &mut ebpf,
+                program::HANDSHAKE_START,
+                INET_SOCK_SET_STATE.name,
+            )
+            .and_then(|start| {
+                let end = attach_raw_tracepoint(
+                    &mut ebpf,
+                    program::HANDSHAKE_END,
+                    INET_SOCK_SET_STATE.name,
+                )?;
+                Ok([start, end])
+            })
         };
-        let (state_program, handshake_hook) = match raw {
-            Ok(id) => (id, "raw tracepoint inet_sock_set_state"),
+        let handshake_hook = match raw {
+            Ok(ids) => {
+                program_ids.extend(ids);
+                "raw tracepoint inet_sock_set_state"
+            }
             Err(error) => {
                 tracing::debug!("raw tracepoint unavailable ({error}); using the classic one");
-                let id = attach_tracepoint(
+                program_ids.push(attach_tracepoint(
                     &mut ebpf,
                     program::SOCK_STATE,
                     INET_SOCK_SET_STATE.category,
                     INET_SOCK_SET_STATE.name,
-                )?;
-                (id, "tracepoint sock/inet_sock_set_state")
+                )?);
+                "tracepoint sock/inet_sock_set_state"
             }
         };
-        program_ids.push(state_program);
 
         let counters = take_per_cpu_array(&mut ebpf, map::COUNTERS)?;
         let outcomes = take_per_cpu_array(&mut ebpf, map::OUTCOMES)?;
+        let programs = ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok()?.try_clone().ok())
+            .collect();
         let pending = ebpf
             .take_map(map::PENDING)
             .ok_or(LoadError::MissingMap(map::PENDING))?;
@@ -316,10 +336,18 @@ impl Tracer {
             name: map::PENDING,
             source,
         })?;
+        let in_flight = ebpf
+            .take_map(map::IN_FLIGHT)
+            .ok_or(LoadError::MissingMap(map::IN_FLIGHT))?;
+        let in_flight = HashMap::try_from(in_flight).map_err(|source| LoadError::Map {
+            name: map::IN_FLIGHT,
+            source,
+        })?;
         Ok(Self {
             ebpf,
-            stats: Arc::new(KernelStats::new(counters, outcomes)),
+            stats: Arc::new(KernelStats::new(counters, outcomes, programs)),
             pending,
+            in_flight,
             program_ids,
             btf_problems,
             handshake_hook,
@@ -373,14 +401,18 @@ pub struct PendingSweep {
     /// handshake lasts: their end was never seen (the kernel did not report
     /// it, or the socket was torn down without a state change).
     pub expired: u64,
+    /// Calls whose exit was never seen (the kernel skipped the exit
+    /// program), whose thread is gone: their entries are removed.
+    pub calls_abandoned: u64,
 }
 
 impl Tracer {
     /// Removes the kernel's entries for handshakes whose SYN went out more
     /// than `max_age_ns` before `now_ns` (CLOCK_MONOTONIC), so that they
     /// neither fill the map nor ever match a later socket at the same
-    /// address, and counts them. Walks the whole map: call it every few
-    /// seconds, not per event.
+    /// address, and counts them; and the entries of calls older than that
+    /// whose thread is gone. Walks both maps: call it every few seconds,
+    /// not per event.
     pub fn sweep_pending(
         &mut self,
         now_ns: u64,
@@ -402,6 +434,25 @@ impl Tracer {
         for sock in stale {
             if self.pending.remove(&sock).is_ok() {
                 sweep.expired += 1;
+            }
+        }
+        // A thread whose exit the kernel skipped leaves its in-flight entry
+        // behind; once the thread is gone nothing will ever remove it.
+        let mut abandoned = Vec::new();
+        for entry in self.in_flight.iter() {
+            let Ok((pid_tgid, call)) = entry else {
+                continue;
+            };
+            let (tgid, tid) = (pid_tgid >> 32, pid_tgid & 0xffff_ffff);
+            if now_ns.saturating_sub(call.start_ns) > max_age_ns
+                && !std::path::Path::new(&format!("/proc/{tgid}/task/{tid}")).exists()
+            {
+                abandoned.push(pid_tgid);
+            }
+        }
+        for pid_tgid in abandoned {
+            if self.in_flight.remove(&pid_tgid).is_ok() {
+                sweep.calls_abandoned += 1;
             }
         }
         Ok(sweep)
