@@ -12,6 +12,8 @@
 //! accidental layout changes.
 #![no_std]
 
+pub mod dns;
+
 /// Length of a task's `comm`, including the terminating NUL (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 

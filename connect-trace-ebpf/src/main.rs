@@ -18,6 +18,8 @@
 #![no_std]
 #![no_main]
 
+mod dns;
+
 use aya_ebpf::{
     EbpfContext as _, Global,
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

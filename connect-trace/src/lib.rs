@@ -20,6 +20,7 @@ pub mod attempt;
 pub mod btf;
 pub mod catalog;
 pub mod clock;
+pub mod dns;
 pub mod doctor;
 pub mod errno;
 pub mod http;
