@@ -45,6 +45,9 @@ const TCP_HEADER: usize = 20;
 const DNS_FLAGS_BYTE: usize = 2;
 const DNS_QR: u8 = 0x80;
 
+// The length mask in `capture` needs a power of two.
+const _: () = assert!(PAYLOAD_MAX.is_power_of_two());
+
 #[inline(always)]
 fn count(slot: u32) {
     if let Some(value) = DNS_COUNTERS.get_ptr_mut(slot) {
@@ -167,16 +170,16 @@ unsafe fn capture(skb: *mut __sk_buff, data: usize, end: usize, found: &Found) {
     } else {
         payload_len
     };
-    // The length is stored and read back with a volatile load so that the
-    // register bounded by the check below is the one passed to the helper
-    // (LLVM otherwise checks a copy the verifier cannot relate to it).
+    // The helper needs a length the verifier knows is within 1..=PAYLOAD_MAX.
+    // The length goes through memory with a volatile load, so that LLVM
+    // cannot see its range and fold the mask below away, and the mask then
+    // proves the range in a form every verifier follows (5.10's cannot
+    // use a `!= 0` check as a lower bound). For 1..=PAYLOAD_MAX, which
+    // `copy` always is, the mask changes nothing.
     // SAFETY: `record` points at reserved ring buffer memory.
     unsafe { (*record).copied = copy as u32 };
     let copy = unsafe { core::ptr::read_volatile(core::ptr::from_ref(&(*record).copied)) };
-    if copy == 0 || copy > PAYLOAD_MAX as u32 {
-        entry.discard(0);
-        return;
-    }
+    let copy = (copy.wrapping_sub(1) & (PAYLOAD_MAX as u32 - 1)) + 1;
     // SAFETY: the helper writes at most `copy` (≤ PAYLOAD_MAX) bytes into
     // the record's payload array.
     let loaded = unsafe {

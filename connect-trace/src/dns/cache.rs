@@ -232,6 +232,16 @@ impl NameCache {
         removed
     }
 
+    /// Every (namespace, address, latest name) held, expired ones
+    /// included until removed; least recently answered first. For
+    /// inspection and tests, not for the per-event path.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, IpAddr, &ServerName)> {
+        self.entries
+            .iter()
+            .rev()
+            .map(|(key, entry)| (key.netns, key.addr, &entry.latest.name))
+    }
+
     /// Pairs held now (expired ones included until removed).
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -274,3 +274,341 @@ fn multicast(message: &Message<&[u8]>) -> Answer {
 fn server_name(name: &ParsedName<&[u8]>) -> Option<ServerName> {
     ServerName::from_labels(name.iter().map(|label| label.as_slice()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        time::{Duration, Instant},
+    };
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TYPE_A: u16 = 1;
+    const TYPE_CNAME: u16 = 5;
+    const TYPE_AAAA: u16 = 28;
+
+    fn wire(labels: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in labels {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label);
+        }
+        out.push(0);
+        out
+    }
+
+    fn text(name: &str) -> Vec<u8> {
+        let labels: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
+        wire(&labels)
+    }
+
+    /// A response: header flags, question (wire name, A), then records
+    /// (owner in wire form or a pointer, type, TTL, data).
+    fn build(flags: u16, qname: &[u8], records: &[(Vec<u8>, u16, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = vec![0x12, 0x34];
+        for field in [flags, 1, records.len() as u16, 0, 0] {
+            out.extend_from_slice(&field.to_be_bytes());
+        }
+        out.extend_from_slice(qname);
+        out.extend_from_slice(&[0, 1, 0, 1]);
+        for (owner, rtype, ttl, data) in records {
+            out.extend_from_slice(owner);
+            out.extend_from_slice(&rtype.to_be_bytes());
+            out.extend_from_slice(&[0, 1]);
+            out.extend_from_slice(&ttl.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    const QNAME: [u8; 2] = [0xc0, 12];
+
+    /// A realistic answer: a two-step CNAME chain, two A and one AAAA.
+    fn sample() -> Vec<u8> {
+        build(
+            0x8180,
+            &text("www.example.test"),
+            &[
+                (QNAME.to_vec(), TYPE_CNAME, 300, text("edge.cdn.test")),
+                (text("edge.cdn.test"), TYPE_CNAME, 60, text("n1.cdn.test")),
+                (text("n1.cdn.test"), TYPE_A, 20, vec![192, 0, 2, 1]),
+                (text("n1.cdn.test"), TYPE_A, 600, vec![192, 0, 2, 2]),
+                (
+                    text("n1.cdn.test"),
+                    TYPE_AAAA,
+                    30,
+                    Ipv6Addr::LOCALHOST.octets().to_vec(),
+                ),
+            ],
+        )
+    }
+
+    fn pairs(answer: &Answer) -> Vec<(String, IpAddr, u32)> {
+        answer
+            .addresses
+            .iter()
+            .map(|named| (named.name.as_str().to_owned(), named.addr, named.ttl))
+            .collect()
+    }
+
+    #[test]
+    fn a_cname_chain_names_every_address_by_the_question() {
+        let answer = parse_response(&sample(), Transport::Unicast).unwrap();
+        let www = "www.example.test".to_owned();
+        assert_eq!(
+            pairs(&answer),
+            vec![
+                (www.clone(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 20),
+                // The chain's least TTL (60) bounds a longer record TTL.
+                (www.clone(), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 60),
+                (www, IpAddr::V6(Ipv6Addr::LOCALHOST), 30),
+            ]
+        );
+        assert!(!answer.incomplete && !answer.over_limit);
+    }
+
+    #[test]
+    fn a_cut_message_keeps_the_records_before_the_cut() {
+        let bytes = sample();
+        let answer = parse_response(&bytes[..bytes.len() - 5], Transport::Unicast).unwrap();
+        assert_eq!(answer.addresses.len(), 2);
+        assert!(answer.incomplete);
+    }
+
+    #[test]
+    fn errors_and_queries_give_nothing() {
+        let mut query = sample();
+        query[2] &= 0x7f;
+        assert_eq!(
+            parse_response(&query, Transport::Unicast),
+            Err(ParseError::NotResponse)
+        );
+        let mut nxdomain = sample();
+        nxdomain[3] = 0x83;
+        assert_eq!(
+            parse_response(&nxdomain, Transport::Unicast),
+            Ok(Answer::default())
+        );
+        let mut notify = sample();
+        notify[2] = 0x80 | (4 << 3);
+        assert_eq!(
+            parse_response(&notify, Transport::Unicast),
+            Err(ParseError::NotQuery)
+        );
+        assert_eq!(
+            parse_response(&[0; 11], Transport::Unicast),
+            Err(ParseError::TooShort)
+        );
+        let mut no_question = sample();
+        no_question[5] = 0;
+        assert_eq!(
+            parse_response(&no_question, Transport::Unicast),
+            Err(ParseError::QuestionCount)
+        );
+    }
+
+    #[test]
+    fn multicast_answers_name_themselves() {
+        let mut bytes = vec![0, 0, 0x84, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+        for (owner, ttl, last) in [("printer.local", 120u32, 9u8), ("gone.local", 0, 10)] {
+            bytes.extend_from_slice(&text(owner));
+            // Class IN with the cache-flush bit.
+            bytes.extend_from_slice(&[0, 1, 0x80, 1]);
+            bytes.extend_from_slice(&ttl.to_be_bytes());
+            bytes.extend_from_slice(&[0, 4, 192, 0, 2, last]);
+        }
+        let answer = parse_response(&bytes, Transport::Multicast).unwrap();
+        assert_eq!(
+            pairs(&answer),
+            vec![(
+                "printer.local".to_owned(),
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
+                120
+            )]
+        );
+        // Without a question, ordinary DNS takes nothing from it.
+        assert_eq!(
+            parse_response(&bytes, Transport::Unicast),
+            Err(ParseError::QuestionCount)
+        );
+    }
+
+    #[test]
+    fn addresses_per_response_are_bounded() {
+        let records: Vec<_> = (0..200u8)
+            .map(|i| (QNAME.to_vec(), TYPE_A, 300, vec![10, 0, 0, i]))
+            .collect();
+        let bytes = build(0x8180, &text("many.test"), &records);
+        let answer = parse_response(&bytes, Transport::Unicast).unwrap();
+        assert_eq!(answer.addresses.len(), MAX_ADDRESSES);
+        assert!(answer.over_limit);
+    }
+
+    /// What every parse result must satisfy, whatever the input.
+    fn check_valid(result: &Result<Answer, ParseError>) {
+        let Ok(answer) = result else {
+            return;
+        };
+        assert!(answer.addresses.len() <= MAX_ADDRESSES);
+        for named in &answer.addresses {
+            let bytes = named.name.as_bytes();
+            assert!(!bytes.is_empty() && bytes.len() <= super::super::name::MAX_NAME_BYTES);
+            assert!(!bytes.iter().any(u8::is_ascii_uppercase));
+            assert_eq!(named.name.as_str(), String::from_utf8_lossy(bytes));
+            assert_eq!(
+                named.name.non_utf8_bytes().is_some(),
+                std::str::from_utf8(bytes).is_err()
+            );
+            // The text splits back into the labels: none empty, none long.
+            let labels = split_labels(bytes);
+            assert!(
+                labels.iter().all(|label| (1..=63).contains(&label.len())),
+                "{labels:?}"
+            );
+        }
+    }
+
+    /// Undoes the presentation form: splits at unescaped dots and removes
+    /// the escaping backslashes.
+    fn split_labels(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut labels = vec![Vec::new()];
+        let mut escaped = false;
+        for &byte in bytes {
+            match (escaped, byte) {
+                (false, b'\\') => escaped = true,
+                (false, b'.') => labels.push(Vec::new()),
+                _ => {
+                    escaped = false;
+                    labels.last_mut().unwrap().push(byte);
+                }
+            }
+        }
+        assert!(!escaped, "a dangling escape");
+        labels
+    }
+
+    /// Parses under a time limit: a parse is bounded work, far below this
+    /// even in a debug build.
+    fn parse_timed(bytes: &[u8]) -> Result<Answer, ParseError> {
+        let start = Instant::now();
+        let result = parse_response(bytes, Transport::Unicast);
+        let multicast = parse_response(bytes, Transport::Multicast);
+        assert!(
+            start.elapsed() < Duration::from_millis(50),
+            "took {:?}",
+            start.elapsed()
+        );
+        check_valid(&multicast);
+        result
+    }
+
+    /// One edit to a valid message.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Set(usize, u8),
+        Truncate(usize),
+        Insert(usize, Vec<u8>),
+        Remove(usize, usize),
+        /// A compression pointer written somewhere.
+        Pointer(usize, u16),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            4 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set(at, byte)),
+            1 => any::<usize>().prop_map(Mutation::Truncate),
+            1 => (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..40))
+                .prop_map(|(at, bytes)| Mutation::Insert(at, bytes)),
+            1 => (any::<usize>(), 1usize..20).prop_map(|(at, len)| Mutation::Remove(at, len)),
+            2 => (any::<usize>(), any::<u16>()).prop_map(|(at, to)| Mutation::Pointer(at, to)),
+        ]
+    }
+
+    fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
+        let len = bytes.len().max(1);
+        match mutation {
+            Mutation::Set(at, byte) => {
+                if let Some(slot) = bytes.get_mut(at % len) {
+                    *slot = *byte;
+                }
+            }
+            Mutation::Truncate(at) => bytes.truncate(at % len),
+            Mutation::Insert(at, new) => {
+                let at = (at % len).min(bytes.len());
+                bytes.splice(at..at, new.iter().copied());
+            }
+            Mutation::Remove(at, count) => {
+                let at = (at % len).min(bytes.len());
+                let end = (at + count).min(bytes.len());
+                bytes.drain(at..end);
+            }
+            Mutation::Pointer(at, to) => {
+                let at = at % len;
+                let pointer = (0xc000 | (to & 0x3fff)).to_be_bytes();
+                for (offset, byte) in pointer.iter().enumerate() {
+                    if let Some(slot) = bytes.get_mut(at + offset) {
+                        *slot = *byte;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A label of any bytes, 1 to 63 long.
+    fn label() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 1..=63)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            check_valid(&parse_timed(&bytes));
+        }
+
+        #[test]
+        fn random_bytes_behind_a_response_header_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            counts in any::<[u16; 4]>(),
+        ) {
+            let mut bytes = vec![0, 0, 0x81, 0x80];
+            for count in counts {
+                bytes.extend_from_slice(&count.to_be_bytes());
+            }
+            bytes.extend_from_slice(&body);
+            check_valid(&parse_timed(&bytes));
+        }
+
+        #[test]
+        fn mutated_answers_never_panic(
+            mutations in proptest::collection::vec(mutation(), 1..8),
+        ) {
+            let mut bytes = sample();
+            for mutation in &mutations {
+                apply(&mut bytes, mutation);
+            }
+            check_valid(&parse_timed(&bytes));
+        }
+
+        #[test]
+        fn any_label_bytes_come_back_escaped(
+            labels in proptest::collection::vec(label(), 1..4),
+            last in any::<u8>(),
+        ) {
+            let refs: Vec<&[u8]> = labels.iter().map(Vec::as_slice).collect();
+            let qname = wire(&refs);
+            prop_assume!(qname.len() <= 255);
+            let bytes = build(0x8180, &qname, &[(QNAME.to_vec(), TYPE_A, 60, vec![10, 1, 2, last])]);
+            let answer = parse_timed(&bytes).unwrap();
+            prop_assert_eq!(answer.addresses.len(), 1);
+            let expected: Vec<Vec<u8>> = labels.iter().map(|label| label.to_ascii_lowercase()).collect();
+            prop_assert_eq!(split_labels(answer.addresses[0].name.as_bytes()), expected);
+            prop_assert_eq!(answer.addresses[0].addr, IpAddr::V4(Ipv4Addr::new(10, 1, 2, last)));
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::{
     ffi::CString,
     fs::{self, File},
     io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket},
     os::{fd::AsRawFd, unix::process::CommandExt as _},
     path::PathBuf,
     process::{Command, Output, Stdio},
@@ -241,8 +241,6 @@ pub struct TestNet {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     dir: PathBuf,
-    /// Queries the server answered.
-    pub queries: Arc<AtomicUsize>,
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -280,18 +278,17 @@ impl TestNet {
         );
 
         let stop = Arc::new(AtomicBool::new(false));
-        let queries = Arc::new(AtomicUsize::new(0));
         let zone = Arc::new(zone);
         udp.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         tcp.set_nonblocking(true).unwrap();
         let udp_thread = {
-            let (stop, zone, queries) = (stop.clone(), zone.clone(), queries.clone());
-            thread::spawn(move || serve_udp(&udp, &zone, &stop, &queries))
+            let (stop, zone) = (stop.clone(), zone.clone());
+            thread::spawn(move || serve_udp(&udp, &zone, &stop))
         };
         let tcp_thread = {
-            let (stop, zone, queries) = (stop.clone(), zone.clone(), queries.clone());
-            thread::spawn(move || serve_tcp(&tcp, &zone, &stop, &queries))
+            let (stop, zone) = (stop.clone(), zone.clone());
+            thread::spawn(move || serve_tcp(&tcp, &zone, &stop))
         };
 
         let dir = std::env::temp_dir().join(format!(
@@ -317,7 +314,6 @@ impl TestNet {
             stop,
             threads: vec![udp_thread, tcp_thread],
             dir,
-            queries,
         }
     }
 
@@ -390,25 +386,21 @@ impl TestNet {
     }
 
     /// Sends a query for `name` (wire form) from a fresh UDP socket in the
-    /// namespace and collects the responses for `wait`.
-    pub fn ask_udp(&self, name: &[u8], qtype: u16, wait: Duration) -> Vec<Vec<u8>> {
+    /// namespace and returns the first response (waiting up to 5 s).
+    pub fn ask_udp(&self, name: &[u8], qtype: u16) -> Vec<u8> {
         let query = query(0x4242, name, qtype);
         self.run_in(move || {
             let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
             socket.connect((SERVER, 53)).unwrap();
             socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
+                .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
             socket.send(&query).unwrap();
-            let deadline = Instant::now() + wait;
-            let mut responses = Vec::new();
             let mut buf = [0u8; 4096];
-            while Instant::now() < deadline {
-                if let Ok(len) = socket.recv(&mut buf) {
-                    responses.push(buf[..len].to_vec());
-                }
-            }
-            responses
+            let len = socket
+                .recv(&mut buf)
+                .expect("a response from the test server");
+            buf[..len].to_vec()
         })
     }
 }
@@ -423,23 +415,22 @@ impl Drop for TestNet {
     }
 }
 
-fn serve_udp(socket: &UdpSocket, zone: &Zone, stop: &AtomicBool, queries: &AtomicUsize) {
+fn serve_udp(socket: &UdpSocket, zone: &Zone, stop: &AtomicBool) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let Ok((len, peer)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        queries.fetch_add(1, Ordering::Relaxed);
         for response in zone.respond(&buf[..len]) {
             let _ = socket.send_to(&response, peer);
         }
     }
 }
 
-fn serve_tcp(listener: &TcpListener, zone: &Zone, stop: &AtomicBool, queries: &AtomicUsize) {
+fn serve_tcp(listener: &TcpListener, zone: &Zone, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => serve_connection(stream, zone, queries),
+            Ok((stream, _)) => serve_connection(stream, zone),
             Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     }
@@ -448,7 +439,7 @@ fn serve_tcp(listener: &TcpListener, zone: &Zone, stop: &AtomicBool, queries: &A
 /// Answers the queries of one connection. Each response goes out in two
 /// segments (the length prefix and a few bytes, then the rest), so the
 /// capture has to join them.
-fn serve_connection(mut stream: TcpStream, zone: &Zone, queries: &AtomicUsize) {
+fn serve_connection(mut stream: TcpStream, zone: &Zone) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -461,7 +452,6 @@ fn serve_connection(mut stream: TcpStream, zone: &Zone, queries: &AtomicUsize) {
         if stream.read_exact(&mut query).is_err() {
             return;
         }
-        queries.fetch_add(1, Ordering::Relaxed);
         for response in zone.respond(&query) {
             let mut framed = u16::try_from(response.len())
                 .unwrap()
@@ -511,12 +501,15 @@ pub fn connected(output: &Output) -> (IpAddr, u64) {
 }
 
 /// A Python client: glibc's `getaddrinfo(name, port, family)`, an optional
-/// pause, then connect() to the first address.
+/// pause, then connect() to the first address. It prints when it had the
+/// answer (`resolved NS`) and what it connected to when (`connect ADDR
+/// NS`), in kernel monotonic time.
 pub const PYTHON_CLIENT: &str = r#"
 import socket, sys, time
 name, family, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
 fam = socket.AF_INET6 if family == "6" else socket.AF_INET
 addr = socket.getaddrinfo(name, 9, fam, socket.SOCK_STREAM)[0][4]
+print("resolved", time.monotonic_ns(), flush=True)
 time.sleep(pause)
 s = socket.socket(fam, socket.SOCK_STREAM)
 at = time.monotonic_ns()
@@ -527,12 +520,25 @@ except OSError:
 print("connect", addr[0], at, flush=True)
 "#;
 
+/// When the client had its answer (kernel monotonic ns), from its
+/// `resolved NS` line.
+pub fn resolved_at(output: &Output) -> u64 {
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("resolved "))
+        .unwrap_or_else(|| panic!("client printed no resolved line: {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// A Node client: `dns.resolve4` through c-ares straight to the test
 /// server (no glibc), then `net.connect`.
 pub const NODE_CLIENT: &str = r#"
 const dns = require("dns");
 const net = require("net");
-const [name, server] = process.argv.slice(2);
+// With `node -e`, the arguments start at argv[1].
+const [name, server] = process.argv.slice(1);
 const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
 resolver.setServers([server]);
 resolver.resolve4(name, (err, addrs) => {
@@ -620,7 +626,46 @@ impl Names {
     }
 }
 
-/// The socket address of the test server.
-pub fn server_addr() -> SocketAddr {
-    SocketAddr::from((SERVER, 53))
+/// A C client built against musl (static, so no glibc is involved):
+/// `getaddrinfo(name)` for IPv4, then connect().
+pub const MUSL_CLIENT: &str = r#"
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <time.h>
+
+int main(int argc, char **argv) {
+    struct addrinfo hints = {0}, *res;
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    if (argc < 2) return 2;
+    int rc = getaddrinfo(argv[1], "9", &hints, &res);
+    if (rc != 0) { fprintf(stderr, "getaddrinfo: %s\n", gai_strerror(rc)); return 2; }
+    char text[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, text, sizeof text);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    connect(fd, res->ai_addr, res->ai_addrlen);
+    printf("connect %s %llu\n", text,
+           (unsigned long long)now.tv_sec * 1000000000ULL + (unsigned long long)now.tv_nsec);
+    return 0;
+}
+"#;
+
+/// Builds [`MUSL_CLIENT`] with `musl-gcc` (Debian's musl-tools) into `dir`
+/// and returns the program's path.
+pub fn build_musl_client(dir: &std::path::Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let source = dir.join("musl-client.c");
+    let program = dir.join("musl-client");
+    fs::write(&source, MUSL_CLIENT).unwrap();
+    run_ok(
+        Command::new("musl-gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&program)
+            .arg(&source),
+    );
+    program
 }
