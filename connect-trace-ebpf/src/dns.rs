@@ -262,7 +262,8 @@ unsafe fn capture(skb: *mut __sk_buff, data: usize, end: usize, found: &Found) {
 fn netns_of(skb: *mut __sk_buff) -> Option<u32> {
     let net_offset = DNS_SK_NET_OFFSET.load() as usize;
     let inum_offset = DNS_NET_INUM_OFFSET.load();
-    if net_offset + 8 > SOCK_HEAD || net_offset % 8 != 0 || inum_offset == OFFSET_UNKNOWN {
+    if net_offset + 8 > SOCK_HEAD || !net_offset.is_multiple_of(8) || inum_offset == OFFSET_UNKNOWN
+    {
         return None;
     }
     // SAFETY: a context load.

@@ -7,6 +7,15 @@
 //! Each test attaches its own capture (they coexist at the cgroup root) and
 //! works in its own namespace, so the tests run in parallel; answers other
 //! tests cause land in every test's cache, under their own namespaces.
+//!
+//! Needs root (`cargo xtask test` runs it so in CI), Python 3, Node.js and
+//! musl-gcc (`cargo xtask setup` installs them). No packet leaves the
+//! machine: everything happens on the loopback of the tests' namespaces.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic to fail the test"
+)]
 
 mod dns_support;
 
@@ -514,4 +523,199 @@ fn hostile_answers_give_no_garbage() {
     assert!(counters.capture.malformed >= 3, "{counters:?}");
     assert!(counters.capture.incomplete >= 4, "{counters:?}");
     assert!(counters.kernel.not_response >= 1, "{counters:?}");
+}
+
+/// The capture program's run time and run count so far (kernel BPF
+/// statistics; they only advance while statistics are enabled).
+fn program_stats(id: u32) -> (Duration, u64) {
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|program| program.id() == id)
+        .expect("the capture program is loaded");
+    (info.run_time(), info.run_count())
+}
+
+/// Sends `count` datagrams of 64 bytes from `from` to a socket on port
+/// `to` and receives each, in the namespace: each delivery runs the
+/// capture program once.
+fn udp_deliveries(net: &TestNet, from: u16, to: u16, count: usize) {
+    net.run_in(move || {
+        let receiver = std::net::UdpSocket::bind(("127.0.0.1", to)).unwrap();
+        let sender = std::net::UdpSocket::bind(("127.0.0.1", from)).unwrap();
+        sender.connect(("127.0.0.1", to)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // A DNS response header (QR set), so that packets from port 53 are
+        // copied like real answers.
+        let mut payload = [0u8; 64];
+        payload[2] = 0x81;
+        let mut buf = [0u8; 128];
+        for _ in 0..count {
+            sender.send(&payload).unwrap();
+            receiver.recv(&mut buf).unwrap();
+        }
+    });
+}
+
+/// Program time per run over `count` deliveries from port `from`, in ns.
+fn cost_per_packet(names: &mut Names, net: &TestNet, from: u16, count: usize) -> (f64, u64) {
+    let id = names.capture.program_id();
+    let before = program_stats(id);
+    let mut sent = 0;
+    while sent < count {
+        let batch = (count - sent).min(50);
+        udp_deliveries(net, from, 40_001, batch);
+        // Keep the ring buffer from filling when the packets are DNS.
+        names.drain();
+        sent += batch;
+    }
+    let after = program_stats(id);
+    let runs = after.1 - before.1;
+    let ns = (after.0 - before.0).as_nanos() as f64 / runs.max(1) as f64;
+    (ns, runs)
+}
+
+#[test]
+fn a_packet_that_is_not_dns_costs_little() {
+    const PACKETS: usize = 20_000;
+    let mut names = Names::start(DnsConfig::default());
+    let net = TestNet::start(Zone::new(), &[]);
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF statistics");
+    let (ns, runs) = cost_per_packet(&mut names, &net, 40_000, PACKETS);
+    eprintln!("capture program: {ns:.1} ns per run over {runs} runs (non-DNS UDP)");
+    // Other tests' packets run it too; ours are the bulk.
+    assert!(runs >= PACKETS as u64, "{runs} runs");
+    // Measured here at about 30 ns; the bound only catches a regression
+    // that puts work before the port check.
+    assert!(ns < 500.0, "{ns:.1} ns per non-DNS packet");
+}
+
+/// The measurements behind docs/performance.md's DNS section. Run alone,
+/// as root, on a quiet machine:
+/// `cargo +1.99.1 test --release -p connect-trace --test dns_names -- --ignored --nocapture dns_cost_report`
+#[test]
+#[ignore = "a measurement for the docs, not a check"]
+fn dns_cost_report() {
+    const PACKETS: usize = 200_000;
+    const ROUNDS: usize = 7;
+    let net = TestNet::start(Zone::new(), &[]);
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF statistics");
+
+    // The floor: an empty cgroup skb program ("return 1") measured the
+    // same way, which is what statistics and the program call cost alone.
+    let floor = {
+        let empty = EmptyIngress::attach();
+        let id = empty.id();
+        let before = program_stats(id);
+        udp_deliveries(&net, 40_000, 40_001, PACKETS);
+        let after = program_stats(id);
+        (after.0 - before.0).as_nanos() as f64 / (after.1 - before.1).max(1) as f64
+    };
+    println!("empty cgroup skb program (the floor): {floor:.1} ns per run");
+
+    let mut names = Names::start(DnsConfig::default());
+    let (other, other_runs) = cost_per_packet(&mut names, &net, 40_000, PACKETS);
+    let (dns, dns_runs) = cost_per_packet(&mut names, &net, 53, PACKETS / 10);
+    let counters = names.capture.counters().unwrap();
+    println!("program time per non-DNS UDP packet: {other:.1} ns ({other_runs} runs)");
+    println!("program time per DNS response (64 B, copied): {dns:.1} ns ({dns_runs} runs)");
+    println!("kernel counters: {:?}", counters.kernel);
+    drop(names);
+
+    // Wall clock: one send + receive on loopback, with and without the
+    // program attached, alternating rounds; medians.
+    let time_round = |net: &TestNet| {
+        let start = std::time::Instant::now();
+        udp_deliveries(net, 40_000, 40_001, PACKETS);
+        start.elapsed().as_nanos() as f64 / PACKETS as f64
+    };
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        without.push(time_round(&net));
+        let names = Names::start(DnsConfig::default());
+        with.push(time_round(&net));
+        drop(names);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (without, with) = (median(&mut without), median(&mut with));
+    println!(
+        "wall clock per UDP send+receive: {without:.0} ns without, {with:.0} ns with the capture ({:+.0} ns)",
+        with - without
+    );
+}
+
+/// An empty cgroup skb ingress program (`r0 = 1; exit`) attached at the
+/// cgroup v2 root through the raw bpf() system call, for the floor of the
+/// measurements. Detached and unloaded when dropped.
+struct EmptyIngress {
+    prog: std::os::fd::OwnedFd,
+    cgroup: std::fs::File,
+}
+
+impl EmptyIngress {
+    const NAME: &'static [u8] = b"ct_dns_floor";
+
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> libc::c_long {
+        // SAFETY: `attr` is a zeroed bpf_attr-sized buffer the kernel reads
+        // and writes within its size.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+    }
+
+    fn attach() -> Self {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        // mov r0, 1; exit
+        let insns: [u8; 16] = [0xb7, 0, 0, 0, 1, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let license = c"GPL";
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&8u32.to_ne_bytes()); // BPF_PROG_TYPE_CGROUP_SKB
+        attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..48 + Self::NAME.len()].copy_from_slice(Self::NAME);
+        let fd = Self::bpf(5, &mut attr); // BPF_PROG_LOAD
+        assert!(
+            fd >= 0,
+            "loading the empty program: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: the kernel just returned this descriptor to us.
+        let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        let cgroup =
+            std::fs::File::open(connect_trace::dns::capture::cgroup2_root().unwrap()).unwrap();
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());
+        attr[8..12].copy_from_slice(&0u32.to_ne_bytes()); // BPF_CGROUP_INET_INGRESS
+        attr[12..16].copy_from_slice(&2u32.to_ne_bytes()); // BPF_F_ALLOW_MULTI
+        let rc = Self::bpf(8, &mut attr); // BPF_PROG_ATTACH
+        assert_eq!(
+            rc,
+            0,
+            "attaching the empty program: {}",
+            std::io::Error::last_os_error()
+        );
+        Self { prog, cgroup }
+    }
+
+    fn id(&self) -> u32 {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|program| program.name() == Self::NAME)
+            .expect("the empty program is loaded")
+            .id()
+    }
+}
+
+impl Drop for EmptyIngress {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(self.cgroup.as_raw_fd() as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(self.prog.as_raw_fd() as u32).to_ne_bytes());
+        let _ = Self::bpf(9, &mut attr); // BPF_PROG_DETACH
+    }
 }

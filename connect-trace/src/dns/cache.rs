@@ -438,4 +438,37 @@ mod tests {
         let cache = cache(1, 100, 10);
         assert!(cache.config().min_ttl <= cache.config().max_ttl);
     }
+
+    /// The per-event cost, for docs/performance.md: `cargo +1.99.1 test
+    /// --release -p connect-trace --lib lookup_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement for the docs, not a check"]
+    fn lookup_cost() {
+        const LOOKUPS: u32 = 2_000_000;
+        let mut cache = NameCache::new(CacheConfig::default());
+        let capacity = DEFAULT_CAPACITY as u32;
+        for i in 0..capacity {
+            let addr = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            cache.insert(1, addr, name(&format!("n{i}.test")), 0, 300);
+        }
+        // Hits spread over the whole cache (cold memory), hits on the 64
+        // busiest destinations (a typical host's hot set), and misses.
+        for (label, offset, spread) in [
+            ("hit, all entries", 0, capacity),
+            ("hit, 64 destinations", 0, 64),
+            ("miss", capacity, capacity),
+        ] {
+            let start = std::time::Instant::now();
+            let mut found = 0usize;
+            for i in 0..LOOKUPS {
+                let addr = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + offset + (i * 7919) % spread));
+                found += usize::from(std::hint::black_box(cache.lookup(1, addr, S)).is_some());
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(LOOKUPS);
+            println!(
+                "{label}: {ns:.1} ns per lookup with {} entries ({found} found)",
+                cache.len()
+            );
+        }
+    }
 }

@@ -155,7 +155,8 @@ impl DnsGlobals {
         let (sock_net, net_inum, netns_problem) = match offsets {
             // The program reads the socket's head in 8-byte words.
             Ok(offsets)
-                if offsets.sock_net % 8 == 0 && offsets.sock_net as usize + 8 <= SOCK_HEAD =>
+                if offsets.sock_net.is_multiple_of(8)
+                    && offsets.sock_net as usize + 8 <= SOCK_HEAD =>
             {
                 (offsets.sock_net, offsets.net_inum, None)
             }

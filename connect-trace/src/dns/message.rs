@@ -115,11 +115,28 @@ pub fn parse_response(payload: &[u8], transport: Transport) -> Result<Answer, Pa
     }
 }
 
+/// A name borrowed from the message.
+type Name<'a> = ParsedName<&'a [u8]>;
+
+/// `owner CNAME target`.
+struct Alias<'a> {
+    owner: Name<'a>,
+    target: Name<'a>,
+    ttl: u32,
+}
+
+/// `owner A/AAAA addr`.
+struct Address<'a> {
+    owner: Name<'a>,
+    addr: IpAddr,
+    ttl: u32,
+}
+
 /// The records of the answer section that can matter, read up to the
 /// first one that cannot be read.
 struct Records<'a> {
-    cnames: Vec<(ParsedName<&'a [u8]>, ParsedName<&'a [u8]>, u32)>,
-    addresses: Vec<(ParsedName<&'a [u8]>, IpAddr, u32)>,
+    aliases: Vec<Alias<'a>>,
+    addresses: Vec<Address<'a>>,
     incomplete: bool,
     over_limit: bool,
 }
@@ -127,7 +144,7 @@ struct Records<'a> {
 /// Reads the answer section; `class_ok` says which record classes count.
 fn answer_records<'a>(message: &'a Message<&'a [u8]>, class_ok: fn(Class) -> bool) -> Records<'a> {
     let mut records = Records {
-        cnames: Vec::new(),
+        aliases: Vec::new(),
         addresses: Vec::new(),
         incomplete: false,
         over_limit: false,
@@ -155,24 +172,22 @@ fn answer_records<'a>(message: &'a Message<&'a [u8]>, class_ok: fn(Class) -> boo
         let read = match record.rtype() {
             Rtype::A => record.to_record::<A>().map(|record| {
                 if let Some(record) = record {
-                    let addr = IpAddr::V4(record.data().addr());
-                    records.addresses.push((*record.owner(), addr, ttl));
+                    let (owner, addr) = (*record.owner(), IpAddr::V4(record.data().addr()));
+                    records.addresses.push(Address { owner, addr, ttl });
                 }
             }),
             Rtype::AAAA => record.to_record::<Aaaa>().map(|record| {
                 if let Some(record) = record {
-                    let addr = IpAddr::V6(record.data().addr());
-                    records.addresses.push((*record.owner(), addr, ttl));
+                    let (owner, addr) = (*record.owner(), IpAddr::V6(record.data().addr()));
+                    records.addresses.push(Address { owner, addr, ttl });
                 }
             }),
-            Rtype::CNAME => record
-                .to_record::<Cname<ParsedName<&[u8]>>>()
-                .map(|record| {
-                    if let Some(record) = record {
-                        let target = *record.data().cname();
-                        records.cnames.push((*record.owner(), target, ttl));
-                    }
-                }),
+            Rtype::CNAME => record.to_record::<Cname<Name<'_>>>().map(|record| {
+                if let Some(record) = record {
+                    let (owner, target) = (*record.owner(), *record.data().cname());
+                    records.aliases.push(Alias { owner, target, ttl });
+                }
+            }),
             _ => Ok(()),
         };
         if read.is_err() {
@@ -206,17 +221,13 @@ fn unicast(message: &Message<&[u8]>) -> Result<Answer, ParseError> {
         let Some(&(current, ttl)) = chain.last() else {
             break;
         };
-        let Some((_, target, cname_ttl)) = records
-            .cnames
-            .iter()
-            .find(|(owner, _, _)| *owner == current)
-        else {
+        let Some(alias) = records.aliases.iter().find(|alias| alias.owner == current) else {
             break;
         };
-        if chain.iter().any(|(seen, _)| seen == target) {
+        if chain.iter().any(|(seen, _)| *seen == alias.target) {
             break;
         }
-        chain.push((*target, ttl.min(*cname_ttl)));
+        chain.push((alias.target, ttl.min(alias.ttl)));
     }
 
     let mut answer = Answer {
@@ -224,8 +235,8 @@ fn unicast(message: &Message<&[u8]>) -> Result<Answer, ParseError> {
         incomplete: records.incomplete,
         over_limit: records.over_limit,
     };
-    for (owner, addr, ttl) in &records.addresses {
-        let Some((_, chain_ttl)) = chain.iter().find(|(name, _)| name == owner) else {
+    for address in &records.addresses {
+        let Some((_, chain_ttl)) = chain.iter().find(|(name, _)| *name == address.owner) else {
             continue;
         };
         if answer.addresses.len() == MAX_ADDRESSES {
@@ -234,8 +245,8 @@ fn unicast(message: &Message<&[u8]>) -> Result<Answer, ParseError> {
         }
         answer.addresses.push(NamedAddress {
             name: name.clone(),
-            addr: *addr,
-            ttl: (*ttl).min(*chain_ttl),
+            addr: address.addr,
+            ttl: address.ttl.min(*chain_ttl),
         });
     }
     Ok(answer)
@@ -251,11 +262,11 @@ fn multicast(message: &Message<&[u8]>) -> Answer {
         incomplete: records.incomplete,
         over_limit: records.over_limit,
     };
-    for (owner, addr, ttl) in &records.addresses {
-        if *ttl == 0 {
+    for address in &records.addresses {
+        if address.ttl == 0 {
             continue;
         }
-        let Some(name) = server_name(owner) else {
+        let Some(name) = server_name(&address.owner) else {
             continue;
         };
         if answer.addresses.len() == MAX_ADDRESSES {
@@ -264,14 +275,14 @@ fn multicast(message: &Message<&[u8]>) -> Answer {
         }
         answer.addresses.push(NamedAddress {
             name,
-            addr: *addr,
-            ttl: *ttl,
+            addr: address.addr,
+            ttl: address.ttl,
         });
     }
     answer
 }
 
-fn server_name(name: &ParsedName<&[u8]>) -> Option<ServerName> {
+fn server_name(name: &Name<'_>) -> Option<ServerName> {
     ServerName::from_labels(name.iter().map(|label| label.as_slice()))
 }
 
