@@ -30,9 +30,10 @@ static DNS_WAKEUP_BYTES: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 static DNS_EXTRA_PORT: Global<u32> = Global::new(MDNS_PORT as u32);
 
-/// Sized by the loader; this is only the default.
+/// Sized by the loader (`DnsGlobals::apply`). The default is one page, so
+/// that loading the object without the DNS capture costs next to nothing.
 #[map]
-static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 #[map]
 static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);

@@ -10,7 +10,9 @@
 //!   [`clock`] for wall-clock time;
 //! - [`aggregate`] turns them into failure rates ([`topk`], [`window`]) for
 //!   summary records, and [`metrics`] into Prometheus metrics, served by
-//!   [`http`] next to the kernel's exact counts ([`kernel_counts`]).
+//!   [`http`] next to the kernel's exact counts ([`kernel_counts`]);
+//! - [`dns`] captures the DNS answers programs receive and names
+//!   destinations by them (`server_name`).
 //!
 //! [`tracefs`] and [`btf`] read the running kernel's layouts at load time, so
 //! no kernel struct offsets are compiled in.

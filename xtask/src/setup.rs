@@ -36,6 +36,18 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "tests scrape the daemon with a real Prometheus and lint it with promtool",
     ),
+    (
+        "python3",
+        "DNS name tests resolve with glibc's getaddrinfo from Python",
+    ),
+    (
+        "nodejs",
+        "DNS name tests resolve with Node's c-ares resolver (no glibc)",
+    ),
+    (
+        "musl-tools",
+        "DNS name tests build a static musl client whose resolver speaks DNS itself",
+    ),
 ];
 
 /// Installs whatever is missing.

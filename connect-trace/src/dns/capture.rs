@@ -150,8 +150,16 @@ pub struct DnsGlobals {
 impl DnsGlobals {
     /// The globals for `config`, with the namespace offsets from `offsets`
     /// (when they could not be found, every answer is filed under
-    /// namespace 0 and [`DnsGlobals::netns_problem`] says why).
-    pub fn new(config: &DnsConfig, offsets: Result<NetnsOffsets, BtfError>) -> Self {
+    /// namespace 0 and [`DnsGlobals::netns_problem`] says why). Fails when
+    /// the ring buffer size is not one the kernel accepts.
+    pub fn new(
+        config: &DnsConfig,
+        offsets: Result<NetnsOffsets, BtfError>,
+    ) -> Result<Self, DnsError> {
+        let bytes = config.ring_buffer_bytes;
+        if config.enabled && (!bytes.is_power_of_two() || bytes < PAGE_SIZE) {
+            return Err(DnsError::RingBufferSize { bytes });
+        }
         let (sock_net, net_inum, netns_problem) = match offsets {
             // The program reads the socket's head in 8-byte words.
             Ok(offsets)
@@ -170,7 +178,7 @@ impl DnsGlobals {
             ),
             Err(error) => (OFFSET_UNKNOWN, OFFSET_UNKNOWN, Some(error.to_string())),
         };
-        Self {
+        Ok(Self {
             sock_net,
             net_inum,
             // Wake the reader once a quarter of the buffer is queued.
@@ -180,9 +188,14 @@ impl DnsGlobals {
             } else {
                 0
             },
-            ring_buffer_bytes: config.ring_buffer_bytes,
+            // Disabled: the map still exists in the object; keep it tiny.
+            ring_buffer_bytes: if config.enabled {
+                config.ring_buffer_bytes
+            } else {
+                PAGE_SIZE
+            },
             netns_problem,
-        }
+        })
     }
 
     /// Sets the DNS program's globals and ring buffer size on `loader`;
@@ -331,11 +344,7 @@ impl DnsCapture {
         if !config.enabled {
             return Ok(None);
         }
-        let bytes = config.ring_buffer_bytes;
-        if !bytes.is_power_of_two() || bytes < PAGE_SIZE {
-            return Err(DnsError::RingBufferSize { bytes });
-        }
-        let globals = DnsGlobals::new(config, NetnsOffsets::from_kernel());
+        let globals = DnsGlobals::new(config, NetnsOffsets::from_kernel())?;
         let mut loader = EbpfLoader::new();
         globals.apply(&mut loader);
         loader
@@ -627,5 +636,119 @@ mod tests {
         assert!(DnsPacket::decode(&[0; 10]).is_none());
         let record = vec![0u8; HEADER_LEN + 4];
         assert!(DnsPacket::decode(&record).is_none());
+    }
+
+    /// A record as the kernel program writes it: a UDP response from
+    /// 127.0.0.53:53 in namespace 7 carrying `payload`.
+    fn record(payload: &[u8], payload_len: u32) -> Vec<u8> {
+        use std::mem::offset_of;
+        let mut bytes = vec![0u8; HEADER_LEN + payload.len()];
+        let mut put = |at: usize, value: &[u8]| bytes[at..at + value.len()].copy_from_slice(value);
+        put(offset_of!(DnsRecord, kind), &RECORD_KIND.to_ne_bytes());
+        put(offset_of!(DnsRecord, netns), &7u32.to_ne_bytes());
+        put(
+            offset_of!(DnsRecord, ktime_ns),
+            &5_000_000_000u64.to_ne_bytes(),
+        );
+        put(offset_of!(DnsRecord, ip_version), &[4, protocol::UDP]);
+        put(offset_of!(DnsRecord, sport), &53u16.to_ne_bytes());
+        put(offset_of!(DnsRecord, dport), &40000u16.to_ne_bytes());
+        put(
+            offset_of!(DnsRecord, payload_len),
+            &payload_len.to_ne_bytes(),
+        );
+        put(
+            offset_of!(DnsRecord, copied),
+            &(payload.len() as u32).to_ne_bytes(),
+        );
+        put(offset_of!(DnsRecord, saddr), &[127, 0, 0, 53]);
+        put(offset_of!(DnsRecord, daddr), &[127, 0, 0, 1]);
+        put(HEADER_LEN, payload);
+        bytes
+    }
+
+    /// `svc.test A 10.0.0.9`, TTL 60.
+    const ANSWER: &[u8] = b"\x00\x01\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00\
+        \x03svc\x04test\x00\x00\x01\x00\x01\
+        \xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x00\x00\x09";
+
+    #[test]
+    fn a_record_becomes_a_cache_entry() {
+        let bytes = record(ANSWER, ANSWER.len() as u32);
+        let packet = DnsPacket::decode(&bytes).unwrap();
+        assert_eq!(packet.netns, 7);
+        assert_eq!(packet.saddr, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)));
+        assert_eq!((packet.sport, packet.dport), (53, 40000));
+        let mut cache = NameCache::new(CacheConfig::default());
+        let mut counters = DnsCaptureCounters::default();
+        handle_packet(
+            &packet,
+            false,
+            &mut TcpStreams::new(),
+            &mut counters,
+            &mut cache,
+        );
+        let addr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+        assert_eq!(
+            cache.lookup(7, addr, 6_000_000_000).unwrap().as_str(),
+            "svc.test"
+        );
+        assert_eq!(cache.lookup(8, addr, 6_000_000_000), None);
+        assert_eq!((counters.responses, counters.addresses), (1, 1));
+    }
+
+    #[test]
+    fn a_copied_length_beyond_the_packet_does_not_decode() {
+        let bytes = record(ANSWER, 3);
+        assert!(DnsPacket::decode(&bytes).is_none());
+    }
+
+    #[test]
+    fn globals_check_the_ring_size_and_report_missing_offsets() {
+        let odd = DnsConfig {
+            ring_buffer_bytes: 5000,
+            ..DnsConfig::default()
+        };
+        let offsets = || {
+            Ok(NetnsOffsets {
+                sock_net: 48,
+                net_inum: 200,
+            })
+        };
+        assert!(matches!(
+            DnsGlobals::new(&odd, offsets()),
+            Err(DnsError::RingBufferSize { bytes: 5000 })
+        ));
+        let off = DnsConfig {
+            enabled: false,
+            ..odd
+        };
+        let globals = DnsGlobals::new(&off, offsets()).unwrap();
+        assert_eq!(globals.ring_buffer_bytes, PAGE_SIZE);
+        assert_eq!(globals.netns_problem(), None);
+        let missing = Err(BtfError::Malformed("test"));
+        let globals = DnsGlobals::new(&DnsConfig::default(), missing).unwrap();
+        assert_eq!(globals.sock_net, OFFSET_UNKNOWN);
+        assert!(globals.netns_problem().is_some());
+        let far = Ok(NetnsOffsets {
+            sock_net: 512,
+            net_inum: 200,
+        });
+        assert!(
+            DnsGlobals::new(&DnsConfig::default(), far)
+                .unwrap()
+                .netns_problem()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn this_kernel_has_the_namespace_offsets() {
+        // Every kernel with BTF has these fields; skc_net has sat at byte
+        // 48 for years.
+        if std::path::Path::new(btf::VMLINUX).exists() {
+            let offsets = NetnsOffsets::from_kernel().unwrap();
+            assert_eq!(offsets.sock_net, 48);
+        }
     }
 }

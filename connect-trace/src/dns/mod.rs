@@ -20,7 +20,8 @@
 //! # Wiring it into the daemon
 //!
 //! 1. Before loading the object: `let globals = DnsGlobals::new(&config,
-//!    NetnsOffsets::from_kernel()); globals.apply(&mut loader);`
+//!    NetnsOffsets::from_kernel())?; globals.apply(&mut loader);` (also
+//!    when disabled: it keeps the unused ring buffer to one page).
 //! 2. After loading: `DnsCapture::attach(&mut ebpf, &config, &globals)`
 //!    (`None` when the operator turned the feature off).
 //! 3. Each poll: take the connect records, then `capture.drain(&mut
