@@ -579,16 +579,35 @@ fn cost_per_packet(names: &mut Names, net: &TestNet, from: u16, count: usize) ->
 #[test]
 fn a_packet_that_is_not_dns_costs_little() {
     const PACKETS: usize = 20_000;
-    let mut names = Names::start(DnsConfig::default());
     let net = TestNet::start(Zone::new(), &[]);
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF statistics");
+    let floor = floor_per_packet(&net, PACKETS);
+    let mut names = Names::start(DnsConfig::default());
     let (ns, runs) = cost_per_packet(&mut names, &net, 40_000, PACKETS);
-    eprintln!("capture program: {ns:.1} ns per run over {runs} runs (non-DNS UDP)");
+    eprintln!(
+        "capture program: {ns:.1} ns per run over {runs} runs (non-DNS UDP); empty program: {floor:.1} ns"
+    );
     // Other tests' packets run it too; ours are the bulk.
     assert!(runs >= PACKETS as u64, "{runs} runs");
-    // Measured here at about 30 ns; the bound only catches a regression
-    // that puts work before the port check.
-    assert!(ns < 500.0, "{ns:.1} ns per non-DNS packet");
+    // Measured here at 8-15 ns above the floor (about 70 ns, mostly the
+    // statistics' clock reads). Relative to the floor, the bound holds on
+    // slow machines and emulators too; it catches work put before the
+    // port check (copying a packet costs ~600 ns here).
+    assert!(
+        ns < 2.0 * floor + 50.0,
+        "{ns:.1} ns per non-DNS packet, floor {floor:.1} ns"
+    );
+}
+
+/// Program time per run of an empty cgroup skb program over `count`
+/// non-DNS deliveries, in ns: the floor for any such program.
+fn floor_per_packet(net: &TestNet, count: usize) -> f64 {
+    let empty = EmptyIngress::attach();
+    let id = empty.id();
+    let before = program_stats(id);
+    udp_deliveries(net, 40_000, 40_001, count);
+    let after = program_stats(id);
+    (after.0 - before.0).as_nanos() as f64 / (after.1 - before.1).max(1) as f64
 }
 
 /// The measurements behind docs/performance.md's DNS section. Run alone,
@@ -604,14 +623,7 @@ fn dns_cost_report() {
 
     // The floor: an empty cgroup skb program ("return 1") measured the
     // same way, which is what statistics and the program call cost alone.
-    let floor = {
-        let empty = EmptyIngress::attach();
-        let id = empty.id();
-        let before = program_stats(id);
-        udp_deliveries(&net, 40_000, 40_001, PACKETS);
-        let after = program_stats(id);
-        (after.0 - before.0).as_nanos() as f64 / (after.1 - before.1).max(1) as f64
-    };
+    let floor = floor_per_packet(&net, PACKETS);
     println!("empty cgroup skb program (the floor): {floor:.1} ns per run");
 
     let mut names = Names::start(DnsConfig::default());
