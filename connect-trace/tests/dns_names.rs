@@ -535,37 +535,54 @@ fn program_stats(id: u32) -> (Duration, u64) {
     (info.run_time(), info.run_count())
 }
 
-/// Sends `count` datagrams of 64 bytes from `from` to a socket on port
-/// `to` and receives each, in the namespace: each delivery runs the
-/// capture program once.
-fn udp_deliveries(net: &TestNet, from: u16, to: u16, count: usize) {
-    net.run_in(move || {
-        let receiver = std::net::UdpSocket::bind(("127.0.0.1", to)).unwrap();
-        let sender = std::net::UdpSocket::bind(("127.0.0.1", from)).unwrap();
-        sender.connect(("127.0.0.1", to)).unwrap();
-        receiver
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+/// A UDP sender and receiver on the loopback of a test namespace. Made
+/// once per measurement: a port bound and closed again could still be held
+/// for a moment by a child another test is forking, so ports are not
+/// reused, and the receiver's is chosen by the kernel.
+struct UdpPair {
+    sender: std::net::UdpSocket,
+    receiver: std::net::UdpSocket,
+}
+
+impl UdpPair {
+    /// The sender on port `from` (0: any), in `net`.
+    fn new(net: &TestNet, from: u16) -> Self {
+        net.run_in(move || {
+            let receiver = std::net::UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+            let sender = std::net::UdpSocket::bind(("127.0.0.1", from)).unwrap();
+            sender.connect(receiver.local_addr().unwrap()).unwrap();
+            receiver
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            Self { sender, receiver }
+        })
+    }
+
+    /// Sends `count` datagrams of 64 bytes and receives each: each
+    /// delivery runs the cgroup skb programs once.
+    fn deliver(&self, count: usize) {
         // A DNS response header (QR set), so that packets from port 53 are
         // copied like real answers.
         let mut payload = [0u8; 64];
         payload[2] = 0x81;
         let mut buf = [0u8; 128];
         for _ in 0..count {
-            sender.send(&payload).unwrap();
-            receiver.recv(&mut buf).unwrap();
+            self.sender.send(&payload).unwrap();
+            self.receiver.recv(&mut buf).unwrap();
         }
-    });
+    }
 }
 
-/// Program time per run over `count` deliveries from port `from`, in ns.
+/// Program time per run over `count` deliveries from port `from` (0: any
+/// port but a DNS one), in ns, and the number of runs.
 fn cost_per_packet(names: &mut Names, net: &TestNet, from: u16, count: usize) -> (f64, u64) {
+    let pair = UdpPair::new(net, from);
     let id = names.capture.program_id();
     let before = program_stats(id);
     let mut sent = 0;
     while sent < count {
         let batch = (count - sent).min(50);
-        udp_deliveries(net, from, 40_001, batch);
+        pair.deliver(batch);
         // Keep the ring buffer from filling when the packets are DNS.
         names.drain();
         sent += batch;
@@ -583,18 +600,23 @@ fn a_packet_that_is_not_dns_costs_little() {
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF statistics");
     let floor = floor_per_packet(&net, PACKETS);
     let mut names = Names::start(DnsConfig::default());
-    let (ns, runs) = cost_per_packet(&mut names, &net, 40_000, PACKETS);
+    let seen_before = names.capture.counters().unwrap().kernel.seen;
+    let (ns, runs) = cost_per_packet(&mut names, &net, 0, PACKETS);
+    let seen = names.capture.counters().unwrap().kernel.seen - seen_before;
     eprintln!(
         "capture program: {ns:.1} ns per run over {runs} runs (non-DNS UDP); empty program: {floor:.1} ns"
     );
-    // Other tests' packets run it too; ours are the bulk.
+    // Other tests' packets run it too; ours are the bulk, and none of them
+    // was taken for DNS.
     assert!(runs >= PACKETS as u64, "{runs} runs");
-    // Measured here at 8-15 ns above the floor (about 70 ns, mostly the
-    // statistics' clock reads). Relative to the floor, the bound holds on
-    // slow machines and emulators too; it catches work put before the
-    // port check (copying a packet costs ~600 ns here).
+    assert!(seen < PACKETS as u64 / 10, "{seen} packets copied");
+    // Measured at 8-15 ns above the floor (about 70 ns, mostly the
+    // statistics' clock reads) natively, and 3x the floor under QEMU's
+    // emulation. Relative to the floor, the bound holds on slow machines
+    // and emulators alike; it catches work put before the port check
+    // (copying a packet costs 9x the floor here).
     assert!(
-        ns < 2.0 * floor + 50.0,
+        ns < 4.0 * floor + 100.0,
         "{ns:.1} ns per non-DNS packet, floor {floor:.1} ns"
     );
 }
@@ -604,8 +626,9 @@ fn a_packet_that_is_not_dns_costs_little() {
 fn floor_per_packet(net: &TestNet, count: usize) -> f64 {
     let empty = EmptyIngress::attach();
     let id = empty.id();
+    let pair = UdpPair::new(net, 0);
     let before = program_stats(id);
-    udp_deliveries(net, 40_000, 40_001, count);
+    pair.deliver(count);
     let after = program_stats(id);
     (after.0 - before.0).as_nanos() as f64 / (after.1 - before.1).max(1) as f64
 }
@@ -627,7 +650,7 @@ fn dns_cost_report() {
     println!("empty cgroup skb program (the floor): {floor:.1} ns per run");
 
     let mut names = Names::start(DnsConfig::default());
-    let (other, other_runs) = cost_per_packet(&mut names, &net, 40_000, PACKETS);
+    let (other, other_runs) = cost_per_packet(&mut names, &net, 0, PACKETS);
     let (dns, dns_runs) = cost_per_packet(&mut names, &net, 53, PACKETS / 10);
     let counters = names.capture.counters().unwrap();
     println!("program time per non-DNS UDP packet: {other:.1} ns ({other_runs} runs)");
@@ -637,9 +660,10 @@ fn dns_cost_report() {
 
     // Wall clock: one send + receive on loopback, with and without the
     // program attached, alternating rounds; medians.
-    let time_round = |net: &TestNet| {
+    let pair = UdpPair::new(&net, 0);
+    let time_round = |_: &TestNet| {
         let start = std::time::Instant::now();
-        udp_deliveries(net, 40_000, 40_001, PACKETS);
+        pair.deliver(PACKETS);
         start.elapsed().as_nanos() as f64 / PACKETS as f64
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
