@@ -23,7 +23,8 @@ pub mod global {
     /// `u64`: wake the daemon once this many bytes are queued.
     pub const DNS_WAKEUP_BYTES: &str = "DNS_WAKEUP_BYTES";
     /// `u32`: a second UDP and TCP source port whose packets are captured
-    /// besides 53 (5353, multicast DNS, by default); 0 for none.
+    /// besides 53: 5353 when multicast DNS is wanted; 0 (the default) for
+    /// none.
     pub const DNS_EXTRA_PORT: &str = "DNS_EXTRA_PORT";
 }
 

@@ -1,8 +1,8 @@
 //! DNS capture: a cgroup `skb` ingress program, attached at the cgroup v2
 //! root, that sees every packet as it is delivered to a socket on the host
-//! and passes DNS responses (UDP and TCP, source port 53 and one more,
-//! multicast DNS's 5353 by default) to the daemon in `DNS_EVENTS`, with the
-//! receiving socket's network namespace.
+//! and passes DNS responses (UDP and TCP from source port 53, and from
+//! 5353 when multicast DNS is asked for) to the daemon in `DNS_EVENTS`,
+//! with the receiving socket's network namespace.
 //!
 //! Every other packet pays for the early check only: a few loads from the
 //! packet's linear head and two compares, no helper call and no map access.
@@ -17,8 +17,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use connect_trace_common::dns::{
-    DNS_PORT, DnsRecord, MDNS_PORT, OFFSET_UNKNOWN, PAYLOAD_MAX, SOCK_HEAD, counter, flags,
-    protocol,
+    DNS_PORT, DnsRecord, OFFSET_UNKNOWN, PAYLOAD_MAX, SOCK_HEAD, counter, flags, protocol,
 };
 
 #[unsafe(no_mangle)]
@@ -28,7 +27,7 @@ static DNS_NET_INUM_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
 #[unsafe(no_mangle)]
 static DNS_WAKEUP_BYTES: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
-static DNS_EXTRA_PORT: Global<u32> = Global::new(MDNS_PORT as u32);
+static DNS_EXTRA_PORT: Global<u32> = Global::new(0);
 
 /// Sized by the loader (`DnsGlobals::apply`). The default is one page, so
 /// that loading the object without the DNS capture costs next to nothing.
