@@ -13,6 +13,7 @@
 //! - [`family`]: address families, their counting slots and labels.
 //! - [`errno`]: Linux errno names.
 //! - [`names`]: map and program names, and the counter slots.
+//! - [`dns`]: the DNS capture's record, maps and counter slots.
 //!
 //! Changing a struct in [`abi`] or [`config`] changes the ABI between the
 //! kernel program and the daemon. Both are built from the same tree and the
@@ -22,6 +23,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod dns;
 pub mod errno;
 pub mod family;
 pub mod names;

@@ -24,6 +24,7 @@
 #![no_main]
 
 mod config;
+mod dns;
 mod handshake;
 mod maps;
 mod recent;

@@ -23,6 +23,7 @@ pub mod aggregate;
 pub mod clock;
 pub mod decode;
 pub mod delivery;
+pub mod dns;
 pub mod doctor;
 pub mod errno;
 pub mod export;

@@ -76,6 +76,18 @@ const PACKAGES: &[(&str, &str)] = &[
         "debian-archive-keyring",
         "apt checks the kernel packages the matrix downloads against Debian's keys",
     ),
+    (
+        "python3",
+        "DNS name tests resolve with glibc's getaddrinfo from Python",
+    ),
+    (
+        "nodejs",
+        "DNS name tests resolve with Node's c-ares resolver (no glibc)",
+    ),
+    (
+        "musl-tools",
+        "DNS name tests build a static musl client whose resolver speaks DNS itself",
+    ),
 ];
 
 /// Installs whatever is missing.

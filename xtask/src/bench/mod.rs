@@ -214,11 +214,22 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
     print!("{report}");
     if args.write_docs {
         let path = root.join("docs/performance.md");
+        // Sections measured by other means (the DNS capture's cost per
+        // packet) follow the generated part; keep them.
+        let kept = fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find(KEPT_SECTIONS).map(|at| old[at..].to_owned()))
+            .unwrap_or_default();
+        let report = format!("{report}{kept}");
         fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
 }
+
+/// Where docs/performance.md's hand-measured sections begin; the bench
+/// keeps everything from this heading on when it rewrites the file.
+const KEPT_SECTIONS: &str = "## DNS names";
 
 /// Builds both binaries in release and finds them.
 fn build(root: &Path) -> Result<Binaries> {
