@@ -41,6 +41,13 @@ pub struct Config {
     pub tracepoints: TracepointOffsets,
     /// Where kernel struct members are, from BTF.
     pub kernel: KernelOffsets,
+    /// The DNS capture (`crate::dns`): a second UDP and TCP source port
+    /// whose packets it takes besides 53: 5353 when multicast DNS is asked
+    /// for, 0 for none.
+    pub dns_extra_port: u32,
+    /// Unread bytes in the DNS ring buffer above which a DNS record wakes
+    /// the daemon (as `wakeup_bytes` for the connect records).
+    pub dns_wakeup_bytes: u64,
 }
 
 /// Byte offsets of the tracepoint fields the programs read, from the
@@ -91,6 +98,9 @@ pub struct KernelOffsets {
     pub nsproxy_net_ns: u32,
     /// `struct net.ns.inum`: the network namespace's inode number.
     pub net_inum: u32,
+    /// `struct sock.__sk_common.skc_net`: a socket's network namespace,
+    /// for the DNS capture.
+    pub sock_net: u32,
 }
 
 impl KernelOffsets {
@@ -106,6 +116,7 @@ impl KernelOffsets {
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
         net_inum: OFFSET_UNKNOWN,
+        sock_net: OFFSET_UNKNOWN,
     };
 
     /// Whether the programs can find the socket behind a descriptor (the
@@ -124,6 +135,16 @@ impl KernelOffsets {
         self.task_nsproxy != OFFSET_UNKNOWN
             && self.nsproxy_net_ns != OFFSET_UNKNOWN
             && self.net_inum != OFFSET_UNKNOWN
+    }
+
+    /// Whether the DNS capture can read a socket's network namespace: both
+    /// members are known, and `skc_net` lies in the head of the socket the
+    /// program reads ([`crate::dns::SOCK_HEAD`]) on an 8-byte boundary.
+    pub const fn can_find_socket_netns(&self) -> bool {
+        self.net_inum != OFFSET_UNKNOWN
+            && self.sock_net != OFFSET_UNKNOWN
+            && self.sock_net.is_multiple_of(8)
+            && self.sock_net as usize + 8 <= crate::dns::SOCK_HEAD
     }
 }
 
@@ -178,7 +199,9 @@ impl Config {
         filter_cgroup_id: 0,
         tracepoints: TracepointOffsets::USUAL,
         kernel: KernelOffsets::UNKNOWN,
+        dns_extra_port: 0,
+        dns_wakeup_bytes: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);

@@ -1,6 +1,9 @@
 //! The binary interface of the DNS capture: the cgroup `skb` ingress program
 //! passes DNS responses that reach a socket on this host to the daemon,
-//! through a ring buffer of their own, as [`DnsRecord`]s.
+//! through a ring buffer of their own, as [`DnsRecord`]s. Its settings are
+//! in the one [`crate::config::Config`] (`dns_extra_port`,
+//! `dns_wakeup_bytes`, and the BTF offsets `kernel.sock_net` and
+//! `kernel.net_inum`).
 //!
 //! The kernel side only finds DNS responses and copies them; every byte of
 //! the payload is interpreted (as hostile input) by the daemon.
@@ -13,21 +16,6 @@ pub mod map {
     pub const DNS_COUNTERS: &str = "DNS_COUNTERS";
 }
 
-/// Names of the DNS capture's globals, set by the loader.
-pub mod global {
-    /// `u32`: byte offset of `skc_net` (a `struct net *`) in `struct sock`,
-    /// from kernel BTF; [`super::OFFSET_UNKNOWN`] when BTF could not say.
-    pub const DNS_SK_NET_OFFSET: &str = "DNS_SK_NET_OFFSET";
-    /// `u32`: byte offset of `ns.inum` in `struct net`, from kernel BTF.
-    pub const DNS_NET_INUM_OFFSET: &str = "DNS_NET_INUM_OFFSET";
-    /// `u64`: wake the daemon once this many bytes are queued.
-    pub const DNS_WAKEUP_BYTES: &str = "DNS_WAKEUP_BYTES";
-    /// `u32`: a second UDP and TCP source port whose packets are captured
-    /// besides 53: 5353 when multicast DNS is wanted; 0 (the default) for
-    /// none.
-    pub const DNS_EXTRA_PORT: &str = "DNS_EXTRA_PORT";
-}
-
 /// The name of the program (`cgroup_skb`, attached for ingress).
 pub const PROGRAM: &str = "dns_ingress";
 
@@ -36,10 +24,6 @@ pub const DNS_PORT: u16 = 53;
 
 /// Multicast DNS (RFC 6762): answers come from this port too.
 pub const MDNS_PORT: u16 = 5353;
-
-/// An offset that kernel BTF could not provide: the program then reports
-/// network namespace 0 (unknown).
-pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
 /// How many bytes of `struct sock` the program reads to find `skc_net`
 /// (byte 48 on every kernel since 4.x). The verifier forbids adding an

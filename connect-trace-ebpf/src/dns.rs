@@ -9,7 +9,7 @@
 //! Interpreting the payload is left to the daemon: it is hostile input.
 
 use aya_ebpf::{
-    EbpfContext as _, Global,
+    EbpfContext as _,
     bindings::{__sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, generated},
     macros::{cgroup_skb, map},
@@ -17,20 +17,13 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use connect_trace_common::dns::{
-    DNS_PORT, DnsRecord, OFFSET_UNKNOWN, PAYLOAD_MAX, SOCK_HEAD, counter, flags, protocol,
+    DNS_PORT, DnsRecord, PAYLOAD_MAX, SOCK_HEAD, counter, flags, protocol,
 };
 
-#[unsafe(no_mangle)]
-static DNS_SK_NET_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
-#[unsafe(no_mangle)]
-static DNS_NET_INUM_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
-#[unsafe(no_mangle)]
-static DNS_WAKEUP_BYTES: Global<u64> = Global::new(0);
-#[unsafe(no_mangle)]
-static DNS_EXTRA_PORT: Global<u32> = Global::new(0);
+use crate::config::config;
 
-/// Sized by the loader (`DnsGlobals::apply`). The default is one page, so
-/// that loading the object without the DNS capture costs next to nothing.
+/// Sized by the loader (`run --no-dns` leaves it at this one page, so that
+/// the unused map costs next to nothing).
 #[map]
 static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
@@ -97,6 +90,7 @@ unsafe fn watch(skb: *mut __sk_buff) {
             if ihl < IPV4_HEADER {
                 return;
             }
+            // SAFETY: byte 9 of the 20 checked above.
             (4, ihl, unsafe { *((data + 9) as *const u8) })
         }
         6 => {
@@ -104,6 +98,7 @@ unsafe fn watch(skb: *mut __sk_buff) {
                 return;
             }
             // Extension headers before UDP or TCP are not followed.
+            // SAFETY: byte 6 of the 40 checked just above.
             (6, IPV6_HEADER, unsafe { *((data + 6) as *const u8) })
         }
         _ => return,
@@ -115,8 +110,9 @@ unsafe fn watch(skb: *mut __sk_buff) {
     if data + l4 + 4 > end {
         return;
     }
+    // SAFETY: within the 4 bytes checked just above.
     let sport = u16::from_be(unsafe { core::ptr::read_unaligned((data + l4) as *const u16) });
-    if sport != DNS_PORT && u32::from(sport) != DNS_EXTRA_PORT.load() {
+    if sport != DNS_PORT && u32::from(sport) != config!(dns_extra_port) {
         return;
     }
     let found = Found {
@@ -178,6 +174,7 @@ unsafe fn capture(skb: *mut __sk_buff, data: usize, end: usize, found: &Found) {
     // `copy` always is, the mask changes nothing.
     // SAFETY: `record` points at reserved ring buffer memory.
     unsafe { (*record).copied = copy as u32 };
+    // SAFETY: the field just written, in reserved ring buffer memory.
     let copy = unsafe { core::ptr::read_volatile(core::ptr::from_ref(&(*record).copied)) };
     let copy = (copy.wrapping_sub(1) & (PAYLOAD_MAX as u32 - 1)) + 1;
     // SAFETY: the helper writes at most `copy` (≤ PAYLOAD_MAX) bytes into
@@ -195,10 +192,10 @@ unsafe fn capture(skb: *mut __sk_buff, data: usize, end: usize, found: &Found) {
         entry.discard(0);
         return;
     }
-    // SAFETY: `copy` ≥ 1 bytes were just written, and DNS_FLAGS_BYTE is
-    // checked against it.
     if found.protocol == protocol::UDP
         && (copy as usize <= DNS_FLAGS_BYTE
+            // SAFETY: `copy` ≥ 1 bytes were just written, and
+            // DNS_FLAGS_BYTE is checked against it.
             || unsafe { (*record).payload[DNS_FLAGS_BYTE] } & DNS_QR == 0)
     {
         count(counter::NOT_RESPONSE);
@@ -260,9 +257,14 @@ unsafe fn capture(skb: *mut __sk_buff, data: usize, end: usize, found: &Found) {
 /// is read whole and the `struct net *` picked out of it.
 #[inline(always)]
 fn netns_of(skb: *mut __sk_buff) -> Option<u32> {
-    let net_offset = DNS_SK_NET_OFFSET.load() as usize;
-    let inum_offset = DNS_NET_INUM_OFFSET.load();
-    if net_offset + 8 > SOCK_HEAD || !net_offset.is_multiple_of(8) || inum_offset == OFFSET_UNKNOWN
+    let net_offset = config!(kernel.sock_net);
+    let inum_offset = config!(kernel.net_inum);
+    // The loader leaves `sock_net` unknown unless it is usable; the bounds
+    // are checked again here because the verifier needs them.
+    let net_offset = net_offset as usize;
+    if net_offset + 8 > SOCK_HEAD
+        || !net_offset.is_multiple_of(8)
+        || inum_offset == connect_trace_common::config::OFFSET_UNKNOWN
     {
         return None;
     }
@@ -302,7 +304,7 @@ fn netns_of(skb: *mut __sk_buff) -> Option<u32> {
 
 /// As for connect records: wake the daemon only once enough is queued.
 fn wakeup_flags() -> u32 {
-    if DNS_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= DNS_WAKEUP_BYTES.load() {
+    if DNS_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= config!(dns_wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

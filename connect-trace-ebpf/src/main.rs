@@ -14,6 +14,9 @@
 //!   otherwise an `OutcomeRecord` carries it.
 //! - [`recent`]: the latest TCP attempt per (process, descriptor), which
 //!   tells a status check from a new attempt.
+//! - [`dns`]: a cgroup skb ingress program, attached at the cgroup v2 root
+//!   when DNS names are on, that passes DNS responses reaching any socket
+//!   on the host to the daemon in a ring buffer of its own.
 //! - [`maps`] and [`config`]: the maps, counters and the loader's settings.
 //!
 //! What an outcome is, and what is a repeat, is decided by

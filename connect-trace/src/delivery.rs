@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aya::maps::MapError;
 use serde::Serialize;
 
-use crate::{kernel::KernelStats, resolve::ResolverStats};
+use crate::{dns::DnsStats, kernel::KernelStats, resolve::ResolverStats};
 
 /// Every count, since the daemon started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -60,6 +60,12 @@ pub struct Delivery {
     /// running on that CPU: each a call's start or end, or a handshake's
     /// start or end, not seen.
     pub events_missed: u64,
+    /// DNS responses the kernel dropped because the DNS ring buffer was
+    /// full: names those answers gave are missing from later records.
+    pub dns_responses_lost: u64,
+    /// DNS names dropped from the full name cache while still valid: later
+    /// records to those addresses have no name.
+    pub dns_names_evicted: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -76,6 +82,8 @@ pub struct Ledger {
     handshakes_expired: AtomicU64,
     /// Attempts the workload filter left out, counted where it runs.
     filtered: std::sync::OnceLock<std::sync::Arc<AtomicU64>>,
+    /// The DNS capture's counts, when destinations are named.
+    dns: std::sync::OnceLock<std::sync::Arc<DnsStats>>,
 }
 
 impl Ledger {
@@ -114,6 +122,11 @@ impl Ledger {
         let _ = self.filtered.set(filtered);
     }
 
+    /// Reports the DNS capture's losses from `dns`.
+    pub fn watch_dns(&self, dns: std::sync::Arc<DnsStats>) {
+        let _ = self.dns.set(dns);
+    }
+
     /// Adds kernel entries for handshakes whose end was never seen.
     pub fn handshakes_expired(&self, expired: u64) {
         self.handshakes_expired
@@ -143,6 +156,10 @@ impl Ledger {
         let counters = kernel.counters()?;
         let outcomes = kernel.outcomes()?;
         let daemon = self.daemon_counts();
+        let dns = match self.dns.get() {
+            Some(dns) => dns.read()?,
+            None => crate::dns::DnsCounters::default(),
+        };
         Ok(Delivery {
             attempts_counted: counters.attempts,
             failures_counted: outcomes.failures(),
@@ -153,6 +170,8 @@ impl Ledger {
             calls_unseen: counters.exit_without_entry,
             status_checks_unmatched: counters.recent_evicted,
             events_missed: kernel.skipped_runs(),
+            dns_responses_lost: dns.kernel.ringbuf_full,
+            dns_names_evicted: dns.cache.evicted,
             ..daemon
         })
     }
@@ -179,6 +198,8 @@ impl Delivery {
             handshakes_expired,
             records_filtered,
             events_missed,
+            dns_responses_lost,
+            dns_names_evicted,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -190,7 +211,9 @@ impl Delivery {
              {status_checks_unmatched} status-check entries displaced, \
              {handshakes_expired} handshakes whose end the kernel never saw, \
              {records_filtered} left out by workload filters, \
-             {events_missed} program runs the kernel skipped"
+             {events_missed} program runs the kernel skipped, \
+             {dns_responses_lost} DNS responses lost (DNS ring buffer full), \
+             {dns_names_evicted} DNS names evicted (name cache full)"
         )
     }
 }

@@ -36,6 +36,7 @@ use caps::{Capability, CapsHashSet};
 use crate::kernel::{
     Tracer, TracerConfig,
     btf::{self, Btf},
+    dns::{self as kernel_dns, DnsSettings},
     memlock,
     mounts::mount_points,
     privileges,
@@ -241,6 +242,20 @@ pub fn run_checks(options: &Options) -> Result<Report, DoctorError> {
 
     checks.push(check_btf(Path::new(btf::VMLINUX)));
     checks.push(check_cgroup2(&mounts));
+    // The DNS capture's own attach came out of the load-and-attach check,
+    // when that ran; the rest of what it needs is checked here.
+    let dns_attach = checks
+        .iter()
+        .position(|check| check.name == DNS)
+        .map(|at| checks.remove(at));
+    let btf = Btf::from_file(Path::new(btf::VMLINUX));
+    let (offsets, _) = requirements::kernel_offsets(btf.as_ref());
+    checks.push(check_dns(
+        &mounts,
+        effective.as_ref(),
+        &offsets,
+        dns_attach.as_ref(),
+    ));
     // Loading and attaching comes last in the output, as the summary of
     // everything above, though it ran with the tracefs checks.
     if let Some(at) = checks.iter().position(|check| check.name == ATTACH) {
@@ -256,6 +271,7 @@ const MAP_TYPE_CHECK: &str = "map-types";
 const TRACEFS: &str = "tracefs";
 const KERNEL_BTF: &str = "kernel-btf";
 const CGROUP_V2: &str = "cgroup-v2";
+const DNS: &str = "dns";
 const ATTACH: &str = "attach";
 const WORKLOADS: &str = "workloads";
 
@@ -533,7 +549,9 @@ fn tracepoint_and_attach_checks(root: &Path, may_attach: bool) -> Vec<Check> {
             "not tried: privileges, bpf() or ring buffers are missing",
         )
     } else if checks.iter().all(Check::is_ok) {
-        check_attach()
+        let (attach, dns) = check_attach();
+        checks.extend(dns);
+        attach
     } else {
         Check::skip(ATTACH, "not tried: a tracepoint or field is missing")
     };
@@ -622,21 +640,38 @@ fn check_tracepoint(
 }
 
 /// Loads the real programs, filtered to this process so they record
-/// nothing, attaches them, and detaches them again.
-fn check_attach() -> Check {
+/// nothing, attaches them, and detaches them again; with them, the DNS
+/// capture, whose outcome is the second value (a [`DNS`] check, `None`
+/// when the tracer did not load).
+fn check_attach() -> (Check, Option<Check>) {
     let config = TracerConfig {
         pid: Some(std::process::id()),
+        dns: Some(DnsSettings::default()),
         ..TracerConfig::default()
     };
     match Tracer::load(&config) {
-        Ok(tracer) => {
+        Ok(mut tracer) => {
+            let dns = match (tracer.take_dns(), tracer.dns_problem()) {
+                (Some(ring), _) => Check::ok(
+                    DNS,
+                    format!(
+                        "loaded the DNS capture program (id {}), attached it at the cgroup v2 root and detached it",
+                        ring.program_id
+                    ),
+                ),
+                (None, problem) => Check::warn(
+                    DNS,
+                    problem.unwrap_or("the DNS capture did not attach"),
+                    DNS_REMEDY,
+                ),
+            };
             let ids: Vec<String> = tracer
                 .program_ids()
                 .iter()
                 .map(ToString::to_string)
                 .collect();
             drop(tracer);
-            Check::ok(
+            let attach = Check::ok(
                 ATTACH,
                 format!(
                     "loaded the eBPF programs (ids {}), attached them to the {} tracepoints, \
@@ -644,13 +679,69 @@ fn check_attach() -> Check {
                     ids.join(", "),
                     TRACEPOINTS.len()
                 ),
-            )
+            );
+            (attach, Some(dns))
         }
-        Err(error) => Check::missing(
-            ATTACH,
-            format!("loading or attaching the programs failed: {error}"),
-            "see the error; a kernel locked down against BPF, or a seccomp or LSM policy, can \
-             refuse what the checks above allow",
+        Err(error) => (
+            Check::missing(
+                ATTACH,
+                format!("loading or attaching the programs failed: {error}"),
+                "see the error; a kernel locked down against BPF, or a seccomp or LSM policy, can \
+                 refuse what the checks above allow",
+            ),
+            None,
+        ),
+    }
+}
+
+const DNS_REMEDY: &str = "DNS names (server_name) need cgroup v2 mounted, CAP_NET_ADMIN (or \
+     CAP_SYS_ADMIN) and a kernel that lets a cgroup skb program attach at its root; `run` works \
+     without them, with server_name null (--no-dns says so on purpose)";
+
+/// What naming destinations by DNS answers needs: cgroup v2 to attach the
+/// capture at, CAP_NET_ADMIN, and BTF offsets to tell namespaces apart;
+/// and, when the load-and-attach check ran, whether the capture attached
+/// (`attached`). Never required: without it, `run` names nothing.
+fn check_dns(
+    mounts: &str,
+    effective: Option<&CapsHashSet>,
+    offsets: &connect_trace_common::config::KernelOffsets,
+    attached: Option<&Check>,
+) -> Check {
+    let Some(root) = mount_points(mounts, "cgroup2").into_iter().next() else {
+        return Check::warn(
+            DNS,
+            "no cgroup v2 hierarchy is mounted, where the DNS capture attaches: records will have server_name null",
+            DNS_REMEDY,
+        );
+    };
+    if !effective.is_some_and(kernel_dns::may_attach) {
+        return Check::warn(
+            DNS,
+            "this process lacks CAP_NET_ADMIN (and CAP_SYS_ADMIN), which attaching the DNS capture needs: records will have server_name null",
+            DNS_REMEDY,
+        );
+    }
+    let attached = match attached {
+        Some(check) if check.status != Status::Ok => return check.clone(),
+        Some(check) => check.detail.clone(),
+        None => format!(
+            "cgroup v2 at {} and CAP_NET_ADMIN are there (attaching was not tried)",
+            root.display()
+        ),
+    };
+    match kernel_dns::netns_problem(offsets) {
+        None => Check::ok(
+            DNS,
+            format!(
+                "{attached}; answers are told apart by network namespace (sock.__sk_common.skc_net at byte {})",
+                offsets.sock_net
+            ),
+        ),
+        Some(problem) => Check::warn(
+            DNS,
+            format!("{attached}, but answers cannot be told apart by network namespace: {problem}"),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
         ),
     }
 }
@@ -1024,6 +1115,38 @@ mod tests {
         let check = check_cgroup2(none);
         assert_eq!(check.status, Status::Warn);
         assert!(check.remedy.is_some());
+    }
+
+    #[test]
+    fn dns_needs_cgroup2_net_admin_and_btf() {
+        let usual = connect_trace_common::config::KernelOffsets {
+            sock_net: 48,
+            net_inum: 200,
+            ..connect_trace_common::config::KernelOffsets::UNKNOWN
+        };
+        let mounts = "cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n";
+        let admin = set(&[Capability::CAP_NET_ADMIN]);
+        let check = check_dns(mounts, Some(&admin), &usual, None);
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert!(check.detail.contains("byte 48"), "{check:?}");
+
+        let check = check_dns("sysfs /sys sysfs rw 0 0\n", Some(&admin), &usual, None);
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("no cgroup v2"), "{check:?}");
+
+        let bpf_only = set(&[Capability::CAP_BPF, Capability::CAP_PERFMON]);
+        let check = check_dns(mounts, Some(&bpf_only), &usual, None);
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("CAP_NET_ADMIN"), "{check:?}");
+
+        let refused = Check::warn(DNS, "attaching the DNS capture program failed: EPERM", "x");
+        let check = check_dns(mounts, Some(&admin), &usual, Some(&refused));
+        assert_eq!(check, refused);
+
+        let no_btf = connect_trace_common::config::KernelOffsets::UNKNOWN;
+        let check = check_dns(mounts, Some(&admin), &no_btf, None);
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("namespace"), "{check:?}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! DNS names for destinations, end to end on the real kernel: the cgroup
-//! skb program captures the answers real resolvers receive inside network
-//! namespaces the tests make, from a DNS server of the test's own, and the
-//! name cache then answers (namespace, address) → the name the program
-//! asked for.
+//! DNS names for destinations, end to end on the real kernel: real
+//! resolvers (glibc through Python, Node's c-ares, a static musl program)
+//! ask a DNS server of the test's own, inside network namespaces the tests
+//! make, then connect; the real daemon (`connect-trace run`) must write
+//! `server_name` on the record of that connect, and `null` where no
+//! answer was seen.
 //!
-//! Each test attaches its own capture (they coexist at the cgroup root) and
-//! works in its own namespace, so the tests run in parallel; answers other
-//! tests cause land in every test's cache, under their own namespaces.
+//! The daemons trace every process and each test works in namespaces of
+//! its own, so the tests run in parallel and pick out their records by
+//! network namespace. Bounds the daemon's options do not reach (the TTL's
+//! lower bound) are tested on the daemon's own pipeline.
 //!
 //! Needs root (`cargo xtask test` runs it so in CI), Python 3, Node.js and
 //! musl-gcc (`cargo xtask setup` installs them). No packet leaves the
@@ -17,94 +19,79 @@
     reason = "test helpers panic to fail the test"
 )]
 
+mod common;
 mod dns_support;
 
-use std::{net::IpAddr, num::NonZeroUsize, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
-use connect_trace::dns::{CacheConfig, DnsConfig};
+use common::daemon::{self, BINARY, Ready};
+use connect_trace::dns::CacheConfig;
 use dns_support::{
-    Names, TestNet, Zone, build_musl_client, connected, node_client, python_client, resolved_at,
-    wire, wire_name,
+    Capture, NamingPipeline, TestNet, Zone, build_musl_client, connected, node_client,
+    python_client, record_to, server_name_to, wire, wire_name,
 };
+use serde_json::Value;
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
-#[test]
-fn glibc_a_name() {
-    let mut names = Names::start(DnsConfig::default());
-    let net = TestNet::start(
-        Zone::new().a("svc.example.test", "10.77.0.5", 300),
-        &["10.77.0.5/32"],
-    );
-    let output = python_client(&net, "svc.example.test", "4", 0.0, false);
-    let (addr, at) = connected(&output);
-    assert_eq!(addr, ip("10.77.0.5"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for 10.77.0.5");
-    assert_eq!(name.as_str(), "svc.example.test");
-    // Only in that namespace.
-    assert_eq!(names.name_now(net.inode + 1, addr), None);
+/// The value of `series` (exactly that name and labels) in a `/metrics`
+/// text.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}")) as u64
 }
 
 #[test]
-fn glibc_cname_alias_is_the_name_asked_for() {
-    let mut names = Names::start(DnsConfig::default());
+fn glibc_names_a_cname_alias_and_aaaa() {
+    let daemon = dns_support::daemon(&[]);
+    assert_eq!(daemon.started["dns_names"], true, "{}", daemon.started);
     let net = TestNet::start(
         Zone::new()
+            .a("svc.example.test", "10.77.0.5", 300)
             .cname("alias.example.test", "edge.cdn.test", 300)
             .cname("edge.cdn.test", "node-7.cdn.test", 300)
-            .a("node-7.cdn.test", "10.77.0.6", 300),
-        &["10.77.0.6/32"],
+            .a("node-7.cdn.test", "10.77.0.6", 300)
+            .aaaa("v6.example.test", "fd00:77::6", 300),
+        &["10.77.0.5/32", "10.77.0.6/32", "fd00:77::6/128"],
     );
-    let output = python_client(&net, "Alias.Example.Test", "4", 0.0, false);
-    let (addr, at) = connected(&output);
-    assert_eq!(addr, ip("10.77.0.6"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for 10.77.0.6");
-    assert_eq!(name.as_str(), "alias.example.test");
-}
-
-#[test]
-fn glibc_aaaa_name() {
-    let mut names = Names::start(DnsConfig::default());
-    let net = TestNet::start(
-        Zone::new().aaaa("v6.example.test", "fd00:77::6", 300),
-        &["fd00:77::6/128"],
-    );
-    let output = python_client(&net, "v6.example.test", "6", 0.0, false);
-    let (addr, at) = connected(&output);
-    assert_eq!(addr, ip("fd00:77::6"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for fd00:77::6");
-    assert_eq!(name.as_str(), "v6.example.test");
+    for (asked, family, addr, name) in [
+        ("svc.example.test", "4", "10.77.0.5", "svc.example.test"),
+        // Behind a CNAME chain: the name asked for, in lower case.
+        ("Alias.Example.Test", "4", "10.77.0.6", "alias.example.test"),
+        ("v6.example.test", "6", "fd00:77::6", "v6.example.test"),
+    ] {
+        let (connected, _) = connected(&python_client(&net, asked, family, 0.0, false));
+        assert_eq!(connected, ip(addr));
+        let record = record_to(&daemon, net.inode, addr);
+        assert_eq!(record["server_name"], name, "{record}");
+        assert!(record.get("server_name_hex").is_none(), "{record}");
+    }
 }
 
 #[test]
 fn node_c_ares_name() {
-    let mut names = Names::start(DnsConfig::default());
+    let daemon = dns_support::daemon(&[]);
     let net = TestNet::start(
         Zone::new().a("node.example.test", "10.77.0.7", 300),
         &["10.77.0.7/32"],
     );
-    let output = node_client(&net, "node.example.test");
-    let (addr, at) = connected(&output);
+    let (addr, _) = connected(&node_client(&net, "node.example.test"));
     assert_eq!(addr, ip("10.77.0.7"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for 10.77.0.7");
-    assert_eq!(name.as_str(), "node.example.test");
+    assert_eq!(
+        server_name_to(&daemon, net.inode, "10.77.0.7"),
+        "node.example.test"
+    );
 }
 
 #[test]
 fn musl_name() {
     let dir = std::env::temp_dir().join(format!("connect-trace-dns-musl-{}", std::process::id()));
     let program = build_musl_client(&dir);
-    let mut names = Names::start(DnsConfig::default());
+    let daemon = dns_support::daemon(&[]);
     let net = TestNet::start(
         Zone::new().a("musl.example.test", "10.77.0.10", 300),
         &["10.77.0.10/32"],
@@ -114,76 +101,43 @@ fn musl_name() {
             .arg("musl.example.test"),
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let (addr, at) = connected(&output);
+    let (addr, _) = connected(&output);
     assert_eq!(addr, ip("10.77.0.10"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for 10.77.0.10");
-    assert_eq!(name.as_str(), "musl.example.test");
+    assert_eq!(
+        server_name_to(&daemon, net.inode, "10.77.0.10"),
+        "musl.example.test"
+    );
 }
 
 #[test]
 fn dns_over_tcp_in_two_segments() {
-    let mut names = Names::start(DnsConfig::default());
+    let port = common::free_port();
+    let daemon = dns_support::daemon(&["--metrics", &port.to_string()]);
     let net = TestNet::start(
         Zone::new()
             .cname("tcp.example.test", "tcp-real.example.test", 300)
             .a("tcp-real.example.test", "10.77.0.9", 300),
         &["10.77.0.9/32"],
     );
-    let output = python_client(&net, "tcp.example.test", "4", 0.0, true);
-    let (addr, at) = connected(&output);
+    let (addr, _) = connected(&python_client(&net, "tcp.example.test", "4", 0.0, true));
     assert_eq!(addr, ip("10.77.0.9"));
-    let name = names
-        .name_of(net.inode, addr, at)
-        .expect("a name for 10.77.0.9");
-    assert_eq!(name.as_str(), "tcp.example.test");
-    let counters = names.capture.counters().unwrap();
-    assert_eq!(counters.streams.gaps, 0, "{counters:?}");
-}
-
-#[test]
-fn an_expired_ttl_gives_no_name() {
-    // Without a lower bound, the answer's 1 s TTL is what counts ...
-    let mut exact = Names::with_cache(CacheConfig {
-        min_ttl: Duration::ZERO,
-        ..CacheConfig::default()
-    });
-    // ... and with the default bound, the answer is used at least 10 s.
-    let mut bounded = Names::start(DnsConfig::default());
-    let net = TestNet::start(
-        Zone::new().a("short.example.test", "10.77.0.8", 1),
-        &["10.77.0.8/32"],
-    );
-    let output = python_client(&net, "short.example.test", "4", 1.5, false);
-    let (addr, at) = connected(&output);
-    let resolved = resolved_at(&output);
-    assert!(at >= resolved + 1_400_000_000, "the client paused");
     assert_eq!(
-        exact
-            .name_of(net.inode, addr, resolved)
-            .map(|n| n.to_string())
-            .as_deref(),
-        Some("short.example.test"),
-        "valid while the TTL lasts"
+        server_name_to(&daemon, net.inode, "10.77.0.9"),
+        "tcp.example.test"
     );
+    let text = daemon::metrics(port).expect("metrics");
     assert_eq!(
-        exact.cache.lookup(net.inode, addr, at),
-        None,
-        "expired at the connect"
-    );
-    assert_eq!(
-        bounded
-            .name_of(net.inode, addr, at)
-            .map(|n| n.to_string())
-            .as_deref(),
-        Some("short.example.test")
+        metric(
+            &text,
+            "connect_trace_dns_tcp_messages_dropped_total{reason=\"gap\"}"
+        ),
+        0
     );
 }
 
 #[test]
 fn one_name_two_namespaces_two_addresses() {
-    let mut names = Names::start(DnsConfig::default());
+    let daemon = dns_support::daemon(&[]);
     let first = TestNet::start(
         Zone::new().a("shared.example.test", "10.77.1.1", 300),
         &["10.77.1.1/32"],
@@ -192,42 +146,82 @@ fn one_name_two_namespaces_two_addresses() {
         Zone::new().a("shared.example.test", "10.77.2.2", 300),
         &["10.77.2.2/32"],
     );
-    let (one, at_one) = connected(&python_client(
+    let (one, _) = connected(&python_client(
         &first,
         "shared.example.test",
         "4",
         0.0,
         false,
     ));
-    let (two, at_two) = connected(&node_client(&second, "shared.example.test"));
-    assert_eq!((one, two), (ip("10.77.1.1"), ip("10.77.2.2")));
-    let name = |names: &mut Names, netns, addr, at| {
-        names.name_of(netns, addr, at).map(|name| name.to_string())
-    };
+    assert_eq!(one, ip("10.77.1.1"));
     assert_eq!(
-        name(&mut names, first.inode, one, at_one).as_deref(),
-        Some("shared.example.test")
+        server_name_to(&daemon, first.inode, "10.77.1.1"),
+        "shared.example.test"
     );
+    let (two, _) = connected(&node_client(&second, "shared.example.test"));
+    assert_eq!(two, ip("10.77.2.2"));
     assert_eq!(
-        name(&mut names, second.inode, two, at_two).as_deref(),
-        Some("shared.example.test")
+        server_name_to(&daemon, second.inode, "10.77.2.2"),
+        "shared.example.test"
     );
-    // Each address is known only where it was answered.
-    assert_eq!(names.name_now(first.inode, two), None);
-    assert_eq!(names.name_now(second.inode, one), None);
+    // Each address is named only where it was answered.
+    first.run_in(|| udp_connect("10.77.2.2"));
+    assert_eq!(
+        server_name_to(&daemon, first.inode, "10.77.2.2"),
+        Value::Null
+    );
+}
+
+#[test]
+fn without_dns_names_are_null() {
+    let daemon = dns_support::daemon(&["--no-dns"]);
+    assert_eq!(daemon.started["dns_names"], false, "{}", daemon.started);
+    assert_eq!(daemon.started["dns_problem"], Value::Null);
+    let net = TestNet::start(
+        Zone::new().a("plain.example.test", "10.77.0.11", 300),
+        &["10.77.0.11/32"],
+    );
+    let (addr, _) = connected(&python_client(&net, "plain.example.test", "4", 0.0, false));
+    assert_eq!(addr, ip("10.77.0.11"));
+    let record = record_to(&daemon, net.inode, "10.77.0.11");
+    assert_eq!(record["server_name"], Value::Null, "{record}");
+}
+
+#[test]
+fn without_cgroup2_tracing_goes_on_without_names() {
+    // The daemon's mount namespace has no cgroup v2 hierarchy.
+    let script = format!(
+        "awk '$3 == \"cgroup2\" {{ print $2 }}' /proc/self/mounts | xargs -r -n1 umount -l && \
+         exec {BINARY} run --no-workloads --interval 0"
+    );
+    let daemon = daemon::Daemon::start_in_private_mounts(&script, Ready::Started);
+    assert_eq!(daemon.started["dns_names"], false, "{}", daemon.started);
+    let problem = daemon.started["dns_problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("cgroup v2"), "{}", daemon.started);
+    let net = TestNet::start(Zone::new(), &[]);
+    net.run_in(|| udp_connect("10.77.9.9"));
+    assert_eq!(server_name_to(&daemon, net.inode, "10.77.9.9"), Value::Null);
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        stopped.stderr.matches("DNS names are off").count(),
+        1,
+        "warned once: {}",
+        stopped.stderr
+    );
 }
 
 #[test]
 fn a_flood_of_names_stays_within_the_cache_bound() {
-    const CAPACITY: usize = 64;
+    const CAPACITY: u64 = 64;
     const FLOOD: usize = 300;
-    let mut names = Names::start(DnsConfig {
-        cache: CacheConfig {
-            capacity: NonZeroUsize::new(CAPACITY).unwrap(),
-            ..CacheConfig::default()
-        },
-        ..DnsConfig::default()
-    });
+    let port = common::free_port();
+    let daemon = dns_support::daemon(&[
+        "--dns-cache-size",
+        &CAPACITY.to_string(),
+        "--metrics",
+        &port.to_string(),
+    ]);
     let mut zone = Zone::new();
     let addr_of = |i: usize| format!("10.78.{}.{}", i / 250, i % 250 + 1);
     for i in 0..FLOOD {
@@ -236,44 +230,52 @@ fn a_flood_of_names_stays_within_the_cache_bound() {
     let net = TestNet::start(zone, &[]);
     for i in 0..FLOOD {
         net.ask_udp(&wire(&format!("f{i}.flood.test")), A);
-        if i % 50 == 49 {
-            names.drain();
-            assert!(names.cache.len() <= CAPACITY);
-        }
     }
     // The last answers are in; the first were evicted, and counted.
-    let last = ip(&addr_of(FLOOD - 1));
-    let now = connect_trace::clock::WallClock::monotonic_now_ns();
-    let name = names.name_of(net.inode, last, now).expect("the last name");
-    assert_eq!(name.as_str(), format!("f{}.flood.test", FLOOD - 1));
-    assert_eq!(names.name_now(net.inode, ip(&addr_of(0))), None);
-    let cache = names.cache.counters();
-    assert!(names.cache.len() <= CAPACITY);
-    assert!(cache.inserted >= FLOOD as u64, "{cache:?}");
+    let (last, first) = (addr_of(FLOOD - 1), addr_of(0));
+    net.run_in(|| {
+        udp_connect(&last);
+        udp_connect(&first);
+    });
+    assert_eq!(
+        server_name_to(&daemon, net.inode, &last),
+        format!("f{}.flood.test", FLOOD - 1)
+    );
+    assert_eq!(server_name_to(&daemon, net.inode, &first), Value::Null);
+    let text = daemon::metrics(port).expect("metrics");
     assert!(
-        cache.evicted + cache.expired >= (FLOOD - CAPACITY) as u64,
-        "{cache:?}"
+        metric(&text, "connect_trace_dns_names") <= CAPACITY,
+        "{text}"
+    );
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    // Answers of other tests' namespaces share the cache: at least ours
+    // beyond the capacity were evicted.
+    assert!(
+        stopped.count("dns_names_evicted") >= FLOOD as u64 - CAPACITY,
+        "{}",
+        stopped.delivery
     );
     assert_eq!(
-        cache.inserted - cache.evicted - cache.expired,
-        names.cache.len() as u64,
-        "every entry that left was counted: {cache:?}"
+        stopped.count("dns_responses_lost"),
+        0,
+        "{}",
+        stopped.delivery
     );
-    let kernel = names.capture.counters().unwrap().kernel;
-    assert_eq!(kernel.ringbuf_full, 0, "{kernel:?}");
+    assert!(
+        stopped
+            .stderr
+            .contains("DNS names evicted (name cache full)"),
+        "{}",
+        stopped.stderr
+    );
 }
 
-#[test]
-fn a_disabled_capture_attaches_nothing() {
-    let config = DnsConfig {
-        enabled: false,
-        ..DnsConfig::default()
-    };
-    assert!(
-        connect_trace::dns::DnsCapture::load(&config)
-            .unwrap()
-            .is_none()
-    );
+/// A UDP connect() from a thread of the current network namespace, which
+/// sends nothing; the record of the call is what counts.
+fn udp_connect(addr: &str) {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+    // No route in a test namespace: ENETUNREACH, recorded all the same.
+    let _ = socket.connect((addr, 9));
 }
 
 /// A response header: id 0 (the server writes the query's), `flags`, one
@@ -462,67 +464,108 @@ fn hostile_zone() -> (Zone, Vec<Vec<u8>>) {
 }
 
 #[test]
-fn hostile_answers_give_no_garbage() {
-    let mut names = Names::start(DnsConfig::default());
+fn hostile_answers_are_counted_and_lose_nothing() {
+    let port = common::free_port();
+    let daemon = dns_support::daemon(&["--metrics", &port.to_string()]);
     let (zone, questions) = hostile_zone();
     let net = TestNet::start(zone, &[]);
     for question in &questions {
         net.ask_udp(question, A);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut learned: Vec<(IpAddr, String, Option<Vec<u8>>)>;
-    loop {
-        names.drain();
-        learned = names
-            .cache
-            .iter()
-            .filter(|(netns, _, _)| *netns == net.inode)
-            .map(|(_, addr, name)| {
-                (
-                    addr,
-                    name.as_str().to_owned(),
-                    name.non_utf8_bytes().map(<[u8]>::to_vec),
-                )
-            })
-            .collect();
-        if learned.len() >= 5 || std::time::Instant::now() > deadline {
-            break;
+    // A call to each address a hostile answer named, after the answers.
+    let last_octets = [1, 2, 3, 4, 40, 5, 6, 7, 8, 10, 12, 13, 14, 15, 16];
+    net.run_in(|| {
+        for last in last_octets {
+            udp_connect(&format!("10.79.0.{last}"));
         }
-        std::thread::sleep(Duration::from_millis(10));
+    });
+    let mut named = Vec::new();
+    for last in last_octets {
+        let record = record_to(&daemon, net.inode, &format!("10.79.0.{last}"));
+        if record["server_name"] != Value::Null {
+            named.push((
+                last,
+                record["server_name"].clone(),
+                record.get("server_name_hex").cloned(),
+            ));
+        } else {
+            assert!(record.get("server_name_hex").is_none(), "{record}");
+        }
     }
-    learned.sort();
+    let text = |text: &str| Value::from(text);
     assert_eq!(
-        learned,
+        named,
         vec![
             (
-                ip("10.79.0.6"),
-                "\u{fffd}\u{fffd}.evil.test".to_owned(),
-                Some(b"\xff\xfe.evil.test".to_vec())
+                6,
+                text("\u{fffd}\u{fffd}.evil.test"),
+                Some(text("fffe2e6576696c2e74657374"))
             ),
-            (ip("10.79.0.12"), r"a\.b.evil.test".to_owned(), None),
-            (ip("10.79.0.13"), "x\n\"y.evil.test".to_owned(), None),
-            (ip("10.79.0.14"), "many.evil.test".to_owned(), None),
-            (ip("10.79.0.16"), "forever.evil.test".to_owned(), None),
+            (12, text(r"a\.b.evil.test"), None),
+            (13, text("x\n\"y.evil.test"), None),
+            (14, text("many.evil.test"), None),
+            (16, text("forever.evil.test"), None),
         ]
     );
-    // Rendered as JSON, the control-byte name stays on one line.
-    let json = serde_json::to_string("x\n\"y.evil.test").unwrap();
-    assert!(!json.contains('\n'));
-    // The huge TTL is cut to the upper bound (1 h).
-    let now = connect_trace::clock::WallClock::monotonic_now_ns();
-    let forever = ip("10.79.0.16");
-    assert!(names.cache.lookup(net.inode, forever, now).is_some());
+    let metrics = daemon::metrics(port).expect("metrics");
     assert!(
-        names
-            .cache
-            .lookup(net.inode, forever, now + 3_601_000_000_000)
-            .is_none()
+        metric(&metrics, "connect_trace_dns_responses_malformed_total") >= 3,
+        "{metrics}"
     );
+    assert!(
+        metric(&metrics, "connect_trace_dns_responses_incomplete_total") >= 4,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "connect_trace_dns_packets_skipped_total{reason=\"query\"}"
+        ) >= 1,
+        "{metrics}"
+    );
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(
+        stopped.count("dns_responses_lost"),
+        0,
+        "{}",
+        stopped.delivery
+    );
+    assert_eq!(stopped.count("records_lost"), 0, "{}", stopped.delivery);
+    assert_eq!(
+        stopped.count("records_undecodable"),
+        0,
+        "{}",
+        stopped.delivery
+    );
+}
 
-    let counters = names.capture.counters().unwrap();
-    assert!(counters.capture.malformed >= 3, "{counters:?}");
-    assert!(counters.capture.incomplete >= 4, "{counters:?}");
-    assert!(counters.kernel.not_response >= 1, "{counters:?}");
+#[test]
+fn an_expired_ttl_gives_no_name() {
+    // Without a lower bound, the answer's 1 s TTL is what counts ...
+    let mut exact = NamingPipeline::start(CacheConfig {
+        min_ttl: Duration::ZERO,
+        ..CacheConfig::default()
+    });
+    // ... and with the default bound, the answer is used at least 10 s.
+    let mut bounded = NamingPipeline::start(CacheConfig::default());
+    let net = TestNet::start(
+        Zone::new().a("short.example.test", "10.77.0.8", 1),
+        &["10.77.0.8/32"],
+    );
+    let output = python_client(&net, "short.example.test", "4", 1.5, false);
+    let (addr, at) = connected(&output);
+    assert!(
+        at >= dns_support::resolved_at(&output) + 1_400_000_000,
+        "the client paused"
+    );
+    let report = exact.report_to(net.inode, addr);
+    assert_eq!(report.server_name, None, "expired at the connect");
+    let report = bounded.report_to(net.inode, addr);
+    assert_eq!(
+        report.server_name.as_ref().map(|name| name.as_str()),
+        Some("short.example.test")
+    );
 }
 
 /// The capture program's run time and run count so far (kernel BPF
@@ -575,9 +618,9 @@ impl UdpPair {
 
 /// Program time per run over `count` deliveries from port `from` (0: any
 /// port but a DNS one), in ns, and the number of runs.
-fn cost_per_packet(names: &mut Names, net: &TestNet, from: u16, count: usize) -> (f64, u64) {
+fn cost_per_packet(names: &mut Capture, net: &TestNet, from: u16, count: usize) -> (f64, u64) {
     let pair = UdpPair::new(net, from);
-    let id = names.capture.program_id();
+    let id = names.program_id;
     let before = program_stats(id);
     let mut sent = 0;
     while sent < count {
@@ -601,14 +644,14 @@ fn a_packet_that_is_not_dns_costs_little() {
     // The capture and an empty program run side by side on the same
     // packets, so that a busy (or emulated) machine slows both alike.
     let empty = EmptyIngress::attach();
-    let names = Names::start(DnsConfig::default());
+    let names = Capture::start();
     let pair = UdpPair::new(&net, 0);
-    let (capture_id, empty_id) = (names.capture.program_id(), empty.id());
-    let seen_before = names.capture.counters().unwrap().kernel.seen;
+    let (capture_id, empty_id) = (names.program_id, empty.id());
+    let seen_before = names.kernel.read().unwrap().seen;
     let before = (program_stats(capture_id), program_stats(empty_id));
     pair.deliver(PACKETS);
     let after = (program_stats(capture_id), program_stats(empty_id));
-    let seen = names.capture.counters().unwrap().kernel.seen - seen_before;
+    let seen = names.kernel.read().unwrap().seen - seen_before;
     let per_run = |before: (Duration, u64), after: (Duration, u64)| {
         let runs = after.1 - before.1;
         (
@@ -664,13 +707,12 @@ fn dns_cost_report() {
     let floor = floor_per_packet(&net, PACKETS);
     println!("empty cgroup skb program (the floor): {floor:.1} ns per run");
 
-    let mut names = Names::start(DnsConfig::default());
+    let mut names = Capture::start();
     let (other, other_runs) = cost_per_packet(&mut names, &net, 0, PACKETS);
     let (dns, dns_runs) = cost_per_packet(&mut names, &net, 53, PACKETS / 10);
-    let counters = names.capture.counters().unwrap();
     println!("program time per non-DNS UDP packet: {other:.1} ns ({other_runs} runs)");
     println!("program time per DNS response (64 B, copied): {dns:.1} ns ({dns_runs} runs)");
-    println!("kernel counters: {:?}", counters.kernel);
+    println!("kernel counters: {:?}", names.kernel.read().unwrap());
     drop(names);
 
     // Wall clock: one send + receive on loopback, with and without the
@@ -684,7 +726,7 @@ fn dns_cost_report() {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         without.push(time_round(&net));
-        let names = Names::start(DnsConfig::default());
+        let names = Capture::start();
         with.push(time_round(&net));
         drop(names);
     }
@@ -736,7 +778,7 @@ impl EmptyIngress {
         // SAFETY: the kernel just returned this descriptor to us.
         let prog = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
         let cgroup =
-            std::fs::File::open(connect_trace::dns::capture::cgroup2_root().unwrap()).unwrap();
+            std::fs::File::open(connect_trace::kernel::dns::cgroup2_root().unwrap()).unwrap();
         let mut attr = [0u8; 128];
         attr[0..4].copy_from_slice(&(cgroup.as_raw_fd() as u32).to_ne_bytes());
         attr[4..8].copy_from_slice(&(prog.as_raw_fd() as u32).to_ne_bytes());

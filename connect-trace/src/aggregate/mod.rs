@@ -22,6 +22,7 @@ use crate::{
         sockaddr::{Address, Family},
     },
     delivery::Delivery,
+    dns::ServerName,
     errno,
     report::AttemptReport,
     resolve::Outcome,
@@ -62,6 +63,8 @@ struct Interval {
     pods: TopK<String>,
     /// The last pid seen for each kept process name, to name its executable.
     pids: FxHashMap<String, u32>,
+    /// The latest DNS name seen for each kept destination.
+    server_names: FxHashMap<String, ServerName>,
 }
 
 /// What a failure was, for grouping: a bounded set.
@@ -120,6 +123,7 @@ impl Interval {
             containers: TopK::new(capacity),
             pods: TopK::new(capacity),
             pids: FxHashMap::default(),
+            server_names: FxHashMap::default(),
         }
     }
 }
@@ -221,6 +225,10 @@ pub struct TopEntry {
     /// name, while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe: Option<String>,
+    /// For destinations (always present there, else absent): the DNS name
+    /// the latest attempt to it in the interval was named by, or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<Option<String>>,
 }
 
 /// A failure kind and its count.
@@ -329,6 +337,26 @@ impl Aggregator {
         interval
             .destinations
             .record(self.scratch.as_str(), failed, str::to_owned);
+        if let Some(name) = &report.server_name
+            && interval.destinations.get(self.scratch.as_str()).is_some()
+        {
+            match interval.server_names.get_mut(self.scratch.as_str()) {
+                Some(kept) => kept.clone_from(name),
+                None => {
+                    interval
+                        .server_names
+                        .insert(self.scratch.clone(), name.clone());
+                    // Keys the top-K displaced keep their entry until here:
+                    // bounded at twice its capacity, at amortized O(1).
+                    if interval.server_names.len() > 2 * self.capacity {
+                        let kept = &interval.destinations;
+                        interval
+                            .server_names
+                            .retain(|key, _| kept.get(key.as_str()).is_some());
+                    }
+                }
+            }
+        }
 
         self.scratch.clear();
         self.scratch
@@ -412,7 +440,10 @@ impl Aggregator {
                 .get(name)
                 .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
                 .map(|path| path.display().to_string());
-            (serde_json::Value::from(name.as_str()), exe)
+            Described {
+                exe,
+                ..Described::key(name.as_str())
+            }
         });
         Summary {
             kind: "summary",
@@ -432,14 +463,22 @@ impl Aggregator {
             total_outcomes: self.total_outcomes,
             delivery,
             top: Top {
-                destinations: entries(&interval.destinations, top, |key| {
-                    (key.as_str().into(), None)
+                destinations: entries(&interval.destinations, top, |key| Described {
+                    server_name: Some(
+                        interval
+                            .server_names
+                            .get(key)
+                            .map(|name| name.as_str().to_owned()),
+                    ),
+                    ..Described::key(key.as_str())
                 }),
                 processes,
                 errors,
-                cgroups: entries(&interval.cgroups, top, |id| ((*id).into(), None)),
-                containers: entries(&interval.containers, top, |key| (key.as_str().into(), None)),
-                pods: entries(&interval.pods, top, |key| (key.as_str().into(), None)),
+                cgroups: entries(&interval.cgroups, top, |id| Described::key(*id)),
+                containers: entries(&interval.containers, top, |key| {
+                    Described::key(key.as_str())
+                }),
+                pods: entries(&interval.pods, top, |key| Described::key(key.as_str())),
             },
             other: Others {
                 destinations: other(&interval.destinations),
@@ -460,10 +499,27 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// A listed key and what is shown with it.
+struct Described {
+    key: serde_json::Value,
+    exe: Option<String>,
+    server_name: Option<Option<String>>,
+}
+
+impl Described {
+    fn key(key: impl Into<serde_json::Value>) -> Self {
+        Self {
+            key: key.into(),
+            exe: None,
+            server_name: None,
+        }
+    }
+}
+
 fn entries<K: std::hash::Hash + Ord + Clone>(
     top: &TopK<K>,
     n: usize,
-    describe: impl Fn(&K) -> (serde_json::Value, Option<String>),
+    describe: impl Fn(&K) -> Described,
 ) -> Vec<TopEntry> {
     top.top(n)
         .into_iter()
@@ -476,7 +532,11 @@ fn entries<K: std::hash::Hash + Ord + Clone>(
                     error,
                 },
             )| {
-                let (key, exe) = describe(key);
+                let Described {
+                    key,
+                    exe,
+                    server_name,
+                } = describe(key);
                 TopEntry {
                     key,
                     failures,
@@ -484,6 +544,7 @@ fn entries<K: std::hash::Hash + Ord + Clone>(
                     failure_rate: share(failures, attempts),
                     error,
                     exe,
+                    server_name,
                 }
             },
         )
@@ -595,10 +656,43 @@ mod tests {
             let outcome = Outcome::Failed(Some(libc::ETIMEDOUT));
             aggregator.record(&resolved(port, b"scan", outcome, false), 1);
         }
+        assert_eq!(aggregator.interval.server_names.len(), 0);
+        for port in 0..5_000u16 {
+            let outcome = Outcome::Failed(Some(libc::ETIMEDOUT));
+            let report = AttemptReport {
+                server_name: crate::dns::ServerName::from_text(&format!("n{port}.test")),
+                ..resolved(port, b"scan", outcome, false)
+            };
+            aggregator.record(&report, 1);
+            assert!(aggregator.interval.server_names.len() <= 64);
+        }
         let summary = aggregator.summarize(start, 1, 10, Delivery::default());
         assert_eq!(summary.other.destinations.keys_kept, 32);
-        assert_eq!(summary.window.failures, 50_000);
-        assert!(summary.other.destinations.failures >= 50_000 - 32 * 2);
+        assert_eq!(summary.window.failures, 55_000);
+        assert!(summary.other.destinations.failures >= 55_000 - 32 * 2);
+    }
+
+    #[test]
+    fn destinations_carry_their_latest_name() {
+        let start = SystemTime::UNIX_EPOCH;
+        let mut aggregator = Aggregator::new(16, start);
+        let refused = Outcome::Failed(Some(libc::ECONNREFUSED));
+        let named = |name: &str| AttemptReport {
+            server_name: crate::dns::ServerName::from_text(name),
+            ..resolved(443, b"curl", refused, false)
+        };
+        aggregator.record(&named("old.example.test"), 1);
+        aggregator.record(&resolved(443, b"curl", refused, false), 1);
+        aggregator.record(&named("new.example.test"), 1);
+        aggregator.record(&resolved(80, b"curl", refused, false), 1);
+        let summary = aggregator.summarize(start, 1, 5, Delivery::default());
+        let json = serde_json::to_value(&summary.top).unwrap();
+        let destinations = json["destinations"].as_array().unwrap();
+        assert_eq!(destinations[0]["key"], "127.0.0.1:443");
+        assert_eq!(destinations[0]["server_name"], "new.example.test");
+        assert_eq!(destinations[1]["key"], "127.0.0.1:80");
+        assert_eq!(destinations[1]["server_name"], serde_json::Value::Null);
+        assert!(json["processes"][0].get("server_name").is_none());
     }
 
     #[test]

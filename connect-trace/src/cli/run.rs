@@ -8,6 +8,7 @@ use clap::Args;
 use connect_trace::{
     clock::WallClock,
     delivery::Ledger,
+    dns::{self, CacheConfig},
     export::{
         Sink, Started,
         http::{self, Health},
@@ -18,9 +19,11 @@ use connect_trace::{
     },
     kernel::{
         CgroupFilter, DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer,
-        TracerConfig, privileges, program_stats::ProgramStats,
+        TracerConfig, dns::DnsSettings, privileges, program_stats::ProgramStats,
     },
-    pipeline::{Pipeline, PipelineConfig, identify::Identity, reader::EventReader},
+    pipeline::{
+        Pipeline, PipelineConfig, identify::Identity, names::DestinationNames, reader::EventReader,
+    },
     resolve::{DEFAULT_MAX_PENDING, DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
     workload::{
         self, WorkloadConfig, Workloads, cgroupfs::CgroupFs, filter::WorkloadFilter,
@@ -129,6 +132,20 @@ pub struct RunArgs {
     /// time and run count of each of the daemon's programs.
     #[arg(long, env = "CONNECT_TRACE_BPF_STATS")]
     bpf_stats: bool,
+    /// Do not name destinations by the DNS answers their callers received
+    /// (every `server_name` is then null). Attaches no packet program, so
+    /// no packet on the host pays anything for it.
+    #[arg(long, env = "CONNECT_TRACE_NO_DNS")]
+    no_dns: bool,
+    /// Also take multicast DNS answers (port 5353: `.local` names). Off by
+    /// default, because any host on the link can send one.
+    #[arg(long, env = "CONNECT_TRACE_DNS_MULTICAST")]
+    dns_multicast: bool,
+    /// How many (network namespace, address) names the DNS name cache keeps;
+    /// the least recently answered is evicted for a new one, and counted.
+    /// About 430 bytes each at most.
+    #[arg(long, env = "CONNECT_TRACE_DNS_CACHE_SIZE", value_name = "N", default_value_t = dns::cache::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    dns_cache_size: u64,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -180,11 +197,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let filter = workload_filter(&args)?;
+    let dns = dns_settings(&args)?;
     let mut tracer = Tracer::load(&TracerConfig {
         pid: args.pid,
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
         cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
+        dns,
         ..TracerConfig::default()
     })
     .map_err(|error| match error {
@@ -199,6 +218,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Duration::from_millis(args.poll_interval_ms),
     )
     .context("watching the ring buffer")?;
+    let names = destination_names(&mut tracer, &args);
+    if let Some(fd) = names.wakeup_fd() {
+        reader
+            .also_wake_on(fd.context("watching the DNS ring buffer")?)
+            .context("watching the DNS ring buffer")?;
+    }
     let kernel = tracer.stats();
     let counts = LedgerCounts {
         ledger: Arc::clone(&ledger),
@@ -206,6 +231,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
     let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
+    metrics.watch_dns(names.stats())?;
     if args.bpf_stats {
         // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
         let stats = ProgramStats::enable(tracer.program_ids())?;
@@ -242,10 +268,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         sinks,
         identity,
     );
+    let dns_names = names.capturing();
+    pipeline.name_destinations(names);
     metrics.set_attached(true);
     health.set_attached(true);
     health.drained(WallClock::monotonic_now_ns());
-    announce(&tracer, &args, &mut pipeline)?;
+    announce(&tracer, &args, dns_names, &mut pipeline)?;
 
     let mut reported = KernelCounters::default();
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
@@ -326,6 +354,59 @@ fn workload_filter(args: &RunArgs) -> Result<Option<WorkloadFilter>> {
     Ok(filter)
 }
 
+/// What DNS names need from the kernel, unless `--no-dns`.
+fn dns_settings(args: &RunArgs) -> Result<Option<DnsSettings>> {
+    if !args.no_dns {
+        return Ok(Some(DnsSettings {
+            multicast: args.dns_multicast,
+            ..DnsSettings::default()
+        }));
+    }
+    for (id, set) in [
+        ("dns_multicast", args.dns_multicast),
+        (
+            "dns_cache_size",
+            args.origins.of("dns_cache_size") != "the default",
+        ),
+    ] {
+        if set {
+            bail!(
+                "{} needs DNS names, which {} turns off",
+                args.origins.of(id),
+                args.origins.of("no_dns")
+            );
+        }
+    }
+    Ok(None)
+}
+
+/// Names destinations from what the DNS capture attached (if it could);
+/// says once why not when it could not.
+fn destination_names(tracer: &mut Tracer, args: &RunArgs) -> DestinationNames {
+    if let Some(problem) = tracer.dns_problem() {
+        tracing::warn!(
+            "DNS names are off ({problem}): every server_name is null; `connect-trace check` says what is missing, --no-dns silences this"
+        );
+    }
+    let ring = tracer.take_dns();
+    if let Some(problem) = ring.as_ref().and_then(|ring| ring.netns_problem.as_deref()) {
+        tracing::warn!(
+            "DNS answers cannot be told apart by network namespace ({problem}): a name may come from another namespace's answer"
+        );
+    }
+    let capacity = usize::try_from(args.dns_cache_size)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    DestinationNames::new(
+        ring,
+        CacheConfig {
+            capacity,
+            ..CacheConfig::default()
+        },
+    )
+}
+
 /// `--cgroup PATH` as the kernel tests it: the cgroup's id and depth.
 fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
     let Some(path) = path else {
@@ -381,7 +462,12 @@ fn start_identity(
 
 /// Tracing is live: tells the log, the sinks (a `started` record) and
 /// systemd.
-fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<()> {
+fn announce(
+    tracer: &Tracer,
+    args: &RunArgs,
+    dns_names: bool,
+    pipeline: &mut Pipeline,
+) -> Result<()> {
     let where_to = args
         .output
         .as_ref()
@@ -413,6 +499,8 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
             .iter()
             .map(|(member, _)| format!("{}.{}", member.type_name, member.member))
             .collect(),
+        dns_names,
+        dns_problem: tracer.dns_problem().map(str::to_owned),
     })?;
     if let Err(error) = notify(&format!(
         "READY=1\nSTATUS=tracing connect() with programs {:?}",

@@ -91,6 +91,8 @@ impl JsonLines {
             Address::UnixAbstract(name) => Some(Text::abstract_name(name)),
         };
         let errno = attempt.errno();
+        let server_name = report.server_name.as_ref();
+        let server_name_hex = server_name.and_then(|name| name.non_utf8_bytes().map(hex));
         let mut ts = [0u8; 30];
         self.timestamp(
             self.clock.to_system_time(attempt.start_monotonic_ns()),
@@ -117,6 +119,8 @@ impl JsonLines {
             addr_hex: addr.as_ref().and_then(|addr| addr.hex.as_deref()),
             port: destination.port,
             scope_id: destination.scope_id,
+            server_name: server_name.map(|name| name.as_str()),
+            server_name_hex: server_name_hex.as_deref(),
             addrlen: attempt.addrlen(),
             addr_error: destination.problem.map(|problem| problem.name()),
             ret: attempt.ret(),
@@ -163,6 +167,9 @@ struct ConnectLine<'a> {
     addr_hex: Option<&'a str>,
     port: Option<u16>,
     scope_id: Option<u32>,
+    server_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_name_hex: Option<&'a str>,
     addrlen: i32,
     addr_error: Option<&'static str>,
     ret: i32,
@@ -337,6 +344,7 @@ mod tests {
                 "addr",
                 "port",
                 "scope_id",
+                "server_name",
                 "addrlen",
                 "addr_error",
                 "ret",
@@ -363,6 +371,35 @@ mod tests {
         assert_eq!(value["errno"], 111);
         assert_eq!(value["errno_name"], "ECONNREFUSED");
         assert_eq!(value["latency_ns"], 12_345);
+        assert_eq!(value["server_name"], Value::Null);
+    }
+
+    #[test]
+    fn server_names_plain_and_hostile() {
+        use crate::dns::ServerName;
+        let resolved = ResolvedAttempt {
+            attempt: ConnectAttempt::from_record(sample_record()),
+            outcome: Outcome::Connected,
+            handshake_ns: None,
+            repeat: false,
+        };
+        let named = |name: ServerName| {
+            render_report(&AttemptReport {
+                server_name: Some(name),
+                ..AttemptReport::new(resolved)
+            })
+        };
+        let (_, value) = named(ServerName::from_text("svc.example.test").unwrap());
+        assert_eq!(value["server_name"], "svc.example.test");
+        assert!(value.get("server_name_hex").is_none());
+
+        // Label bytes a hostile answer chose: a newline and a quote stay
+        // inside the string; bytes that are not UTF-8 are kept in hex.
+        let name = ServerName::from_labels([&b"x\n\"\xffy"[..], b"evil", b"test"]).unwrap();
+        let (line, value) = named(name);
+        assert_eq!(value["server_name"], "x\n\"\u{fffd}y.evil.test");
+        assert_eq!(value["server_name_hex"], "780a22ff792e6576696c2e74657374");
+        assert_eq!(line.matches('\n').count(), 1);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //!   stdout or a file).
 //! - [`prometheus::PrometheusSink`]: Prometheus metrics, served by [`http`]
 //!   with the delivery counts and the kernel's exact counts read at scrape
-//!   time, and with `--bpf-stats` what the programs cost
-//!   ([`program_stats`]).
+//!   time, the DNS capture's counts ([`dns_metrics`]), and with
+//!   `--bpf-stats` what the programs cost ([`program_stats`]).
 
+pub mod dns_metrics;
 pub mod http;
 pub mod json;
 pub mod jsonl;
@@ -103,6 +104,12 @@ pub struct Started {
     pub handshake_hook: &'static str,
     /// Kernel struct members BTF could not locate (empty with BTF).
     pub btf_missing: Vec<String>,
+    /// Whether DNS answers are captured, so that records can carry
+    /// `server_name`.
+    pub dns_names: bool,
+    /// Why DNS names are off although asked for (no cgroup v2, a refused
+    /// attach, ...); `null` when they are on or `--no-dns` turned them off.
+    pub dns_problem: Option<String>,
 }
 
 /// The `{"type":"stopped"}` record: the last line, with every count.

@@ -28,11 +28,13 @@ use thiserror::Error;
 
 use super::{
     Sink, SinkError,
+    dns_metrics::DnsCollector,
     workload_series::{WorkloadEventsCollector, WorkloadSeries},
 };
 use crate::{
     aggregate::{FailureKind, Summary},
     delivery::{Delivery, Ledger},
+    dns::DnsStats,
     kernel::{KernelStats, OutcomeTally},
     report::AttemptReport,
     resolve::Outcome,
@@ -144,9 +146,9 @@ impl Metrics {
         let top_destinations = IntGaugeVec::new(
             Opts::new(
                 "connect_trace_top_destination_failures",
-                "Failures in the last summary interval of the top failing destinations (at most --top series).",
+                "Failures in the last summary interval of the top failing destinations (at most --top series), with the DNS name the latest attempt to each was named by (empty when none).",
             ),
-            &["destination"],
+            &["destination", "server_name"],
         )?;
         let top_processes = IntGaugeVec::new(
             Opts::new(
@@ -242,6 +244,13 @@ impl Metrics {
         Ok(())
     }
 
+    /// Exports the DNS capture's counts, read from `stats` at each scrape.
+    pub fn watch_dns(&self, stats: Arc<DnsStats>) -> Result<(), MetricsError> {
+        self.registry
+            .register(Box::new(DnsCollector::new(stats)?))?;
+        Ok(())
+    }
+
     /// Drops the series of workloads not seen for a while. Call about once
     /// a second.
     pub fn housekeeping(&self) {
@@ -256,8 +265,9 @@ impl Metrics {
                 .key
                 .as_str()
                 .map_or_else(|| entry.key.to_string(), str::to_owned);
+            let name = entry.server_name.as_ref().and_then(Option::as_deref);
             self.top_destinations
-                .with_label_values(&[&key])
+                .with_label_values(&[&key, name.unwrap_or("")])
                 .set(i64::try_from(entry.failures).unwrap_or(i64::MAX));
         }
         self.top_processes.reset();

@@ -68,7 +68,7 @@ pub struct BtfMember {
 
 /// Every struct member the programs read. None is required: without BTF
 /// tracing works, with the losses each names.
-pub const BTF_MEMBERS: [BtfMember; 11] = [
+pub const BTF_MEMBERS: [BtfMember; 13] = [
     BtfMember {
         type_name: "sock",
         member: "sk_err",
@@ -124,11 +124,22 @@ pub const BTF_MEMBERS: [BtfMember; 11] = [
         member: "inum",
         without: NETNS_LOST,
     },
+    BtfMember {
+        type_name: "sock",
+        member: "__sk_common",
+        without: SOCKET_NETNS_LOST,
+    },
+    BtfMember {
+        type_name: "sock_common",
+        member: "skc_net",
+        without: SOCKET_NETNS_LOST,
+    },
 ];
 
 const SOCKET_LOST: &str =
     "a status check is matched to its attempt by process and descriptor only, not by socket";
 const NETNS_LOST: &str = "records carry no network namespace (netns null), and DNS names cannot be told apart by namespace";
+const SOCKET_NETNS_LOST: &str = "DNS answers cannot be told apart by network namespace (server_name may come from another namespace's answer)";
 
 /// The map types the programs use, with what each holds.
 pub const MAP_TYPES: [(MapType, &str); 4] = [
@@ -161,6 +172,7 @@ pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfM
     let mut offsets = KernelOffsets::UNKNOWN;
     let mut problems = Vec::new();
     let mut net_parts = 0;
+    let mut sock_net_parts = 0;
     for wanted in BTF_MEMBERS {
         let found = match btf {
             Ok(btf) => btf
@@ -194,11 +206,23 @@ pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfM
                 };
                 net_parts += 1;
             }
+            // `sock.__sk_common.skc_net` too.
+            ("sock", "__sk_common") | ("sock_common", "skc_net") => {
+                offsets.sock_net = if offsets.sock_net == OFFSET_UNKNOWN {
+                    offset
+                } else {
+                    offsets.sock_net + offset
+                };
+                sock_net_parts += 1;
+            }
             _ => {}
         }
     }
     if net_parts != 2 {
         offsets.net_inum = OFFSET_UNKNOWN;
+    }
+    if sock_net_parts != 2 {
+        offsets.sock_net = OFFSET_UNKNOWN;
     }
     (offsets, problems)
 }
@@ -216,6 +240,7 @@ mod tests {
         let (offsets, problems) = kernel_offsets(Ok(&btf));
         assert!(problems.is_empty(), "{problems:?}");
         assert!(offsets.can_find_socket());
+        assert!(offsets.can_find_socket_netns(), "{offsets:?}");
         assert_ne!(
             offsets.sock_sk_err,
             connect_trace_common::config::OFFSET_UNKNOWN

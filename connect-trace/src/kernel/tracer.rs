@@ -20,6 +20,7 @@ use thiserror::Error;
 use super::{
     btf::{self, Btf},
     counters::KernelStats,
+    dns::{self, DnsRing, DnsSettings},
     memlock::{self, Memlock},
     privileges,
     requirements::{self, BtfMember, INET_SOCK_SET_STATE, SYS_ENTER_CONNECT, SYS_EXIT_CONNECT},
@@ -58,6 +59,9 @@ pub struct TracerConfig {
     /// Kernels with an unusual layout or no raw tracepoints take these
     /// paths; this forces them so that tests cover them.
     pub fallback_paths_only: bool,
+    /// Capture DNS answers to name destinations (`server_name`); `None`
+    /// attaches nothing, and no packet pays anything.
+    pub dns: Option<DnsSettings>,
 }
 
 /// A cgroup v2 that callers must be in or below.
@@ -77,6 +81,7 @@ impl Default for TracerConfig {
             cgroup: None,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             fallback_paths_only: false,
+            dns: None,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Tracer {
     program_ids: Vec<u32>,
     btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
+    dns: Option<DnsRing>,
+    dns_problem: Option<String>,
 }
 
 /// The syscall programs and the tracepoints they attach to.
@@ -247,6 +254,11 @@ impl Tracer {
         if !bytes.is_power_of_two() || !(PAGE_SIZE..=MAX_RING_BUFFER_BYTES).contains(&bytes) {
             return Err(LoadError::RingBufferSize { bytes });
         }
+        if let Some(dns) = config.dns.filter(|dns| !dns.ring_size_ok()) {
+            return Err(LoadError::RingBufferSize {
+                bytes: dns.ring_buffer_bytes,
+            });
+        }
         let tracefs = Tracefs::find_or_mount()?;
         let tracepoints = requirements::tracepoint_offsets(&tracefs)?;
         let layout_usual =
@@ -265,11 +277,17 @@ impl Tracer {
             filter_cgroup_id: config.cgroup.map_or(0, |cgroup| cgroup.id),
             tracepoints,
             kernel,
+            dns_extra_port: DnsSettings::extra_port(config.dns.as_ref()),
+            dns_wakeup_bytes: u64::from(DnsSettings::ring_bytes(config.dns.as_ref()) / 4),
         };
 
         let mut ebpf = EbpfLoader::new()
             .override_global(config::GLOBAL, &settings, true)
             .map_max_entries(map::EVENTS, bytes)
+            .map_max_entries(
+                connect_trace_common::dns::map::DNS_EVENTS,
+                DnsSettings::ring_bytes(config.dns.as_ref()),
+            )
             .load(PROGRAMS)
             .map_err(LoadError::Load)?;
 
@@ -323,6 +341,18 @@ impl Tracer {
             }
         };
 
+        // Names are a bonus: without them, tracing goes on.
+        let (dns, dns_problem) = match &config.dns {
+            None => (None, None),
+            Some(settings) => match dns::attach(&mut ebpf, &kernel, settings) {
+                Ok(ring) => {
+                    program_ids.push(ring.program_id);
+                    (Some(ring), None)
+                }
+                Err(error) => (None, Some(error.to_string())),
+            },
+        };
+
         let counters = take_per_cpu_array(&mut ebpf, map::COUNTERS)?;
         let outcomes = take_per_cpu_array(&mut ebpf, map::OUTCOMES)?;
         let programs = ebpf
@@ -351,6 +381,8 @@ impl Tracer {
             program_ids,
             btf_problems,
             handshake_hook,
+            dns,
+            dns_problem,
         })
     }
 
@@ -365,6 +397,18 @@ impl Tracer {
             name: map::EVENTS,
             source,
         })
+    }
+
+    /// Takes the DNS capture's ring buffer and counters; `None` when DNS
+    /// names were not asked for, could not be captured
+    /// ([`Tracer::dns_problem`]), or were already taken.
+    pub fn take_dns(&mut self) -> Option<DnsRing> {
+        self.dns.take()
+    }
+
+    /// Why DNS names were asked for but cannot be captured, if so.
+    pub fn dns_problem(&self) -> Option<&str> {
+        self.dns_problem.as_deref()
     }
 
     /// The kernel ids of the attached programs (as `bpftool prog list`

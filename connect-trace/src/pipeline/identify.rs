@@ -14,7 +14,6 @@ use std::{
 
 use crate::{
     report::AttemptReport,
-    resolve::ResolvedAttempt,
     workload::{
         Workloads,
         filter::{Verdict, WorkloadFilter},
@@ -79,17 +78,14 @@ impl Identity {
         }
     }
 
-    /// Identifies one attempt; the report comes back when it may go on at
-    /// once, or later from [`Identity::release`].
-    pub fn admit(&mut self, resolved: ResolvedAttempt, now: Instant) -> Option<AttemptReport> {
-        let attempt = &resolved.attempt;
+    /// Identifies the attempt of `report`; the report comes back when it
+    /// may go on at once, or later from [`Identity::release`].
+    pub fn admit(&mut self, mut report: AttemptReport, now: Instant) -> Option<AttemptReport> {
+        let attempt = &report.resolved.attempt;
         let workload = self
             .workloads
             .identify(attempt.cgroup_id(), attempt.pid(), now);
-        let report = AttemptReport {
-            resolved,
-            workload: Some(Arc::clone(&workload)),
-        };
+        report.workload = Some(Arc::clone(&workload));
         match self.filter.as_mut().map(|filter| filter.check(&workload)) {
             Some(Verdict::NoMatch) => {
                 self.filtered.fetch_add(1, Ordering::Relaxed);

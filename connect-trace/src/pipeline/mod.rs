@@ -1,8 +1,10 @@
 //! Everything after the kernel, in the order a record travels it:
 //! [`reader`] drains the ring buffer and decodes each record
 //! ([`crate::decode`]), the [`Resolver`] joins each call with the end of
-//! its handshake, [`identify`] names the workload that made it (and keeps
-//! only the one asked for), and every attempt goes to the [`Aggregator`]
+//! its handshake, [`names`] names its destination from the DNS answers the
+//! caller received (`server_name`), [`identify`] names the workload that
+//! made it (and keeps only the one asked for), and every attempt goes to
+//! the [`Aggregator`]
 //! (failure rates, summaries) and to each [`Sink`] (JSON Lines,
 //! Prometheus, ...). The pipeline also keeps the delivery [`Ledger`].
 //!
@@ -11,6 +13,7 @@
 //! pipeline directly.
 
 pub mod identify;
+pub mod names;
 pub mod reader;
 
 use std::{
@@ -32,6 +35,7 @@ use crate::{
     resolve::{ResolvedAttempt, Resolver, ResolverConfig},
 };
 use identify::Identity;
+use names::DestinationNames;
 use reader::EventReader;
 
 /// What stops the pipeline.
@@ -75,21 +79,27 @@ pub struct Pipeline {
 
 /// Everything after the resolver.
 struct Downstream {
+    names: DestinationNames,
     identity: Option<Identity>,
     aggregator: Aggregator,
     sinks: Vec<Box<dyn Sink>>,
 }
 
 impl Downstream {
-    /// Takes one resolved attempt on: through the workload stage (which may
-    /// hold it briefly, or leave it out), to the aggregator and every sink.
+    /// Takes one resolved attempt on: named by the DNS answers its caller
+    /// received, through the workload stage (which may hold it briefly, or
+    /// leave it out), to the aggregator and every sink.
     fn take(&mut self, resolved: &ResolvedAttempt, now_ns: u64) -> Result<(), SinkError> {
+        let report = AttemptReport {
+            server_name: self.names.name(&resolved.attempt),
+            ..AttemptReport::new(*resolved)
+        };
         let report = match &mut self.identity {
-            Some(identity) => match identity.admit(*resolved, Instant::now()) {
+            Some(identity) => match identity.admit(report, Instant::now()) {
                 Some(report) => report,
                 None => return Ok(()),
             },
-            None => AttemptReport::new(*resolved),
+            None => report,
         };
         self.report(&report, now_ns)
     }
@@ -139,6 +149,7 @@ impl Pipeline {
         Self {
             resolver: Resolver::new(config.resolver),
             downstream: Downstream {
+                names: DestinationNames::off(),
                 identity,
                 aggregator: Aggregator::new(DEFAULT_CAPACITY, SystemTime::now()),
                 sinks,
@@ -149,6 +160,13 @@ impl Pipeline {
         }
     }
 
+    /// Names destinations with `names` (DNS answers captured in the kernel)
+    /// from now on; without this, no attempt has a `server_name`.
+    pub fn name_destinations(&mut self, names: DestinationNames) {
+        self.ledger.watch_dns(names.stats());
+        self.downstream.names = names;
+    }
+
     /// Takes every record waiting in `reader` through the pipeline, shows
     /// each to `observe` first (tests look at the raw calls there), and
     /// flushes the sinks.
@@ -157,6 +175,8 @@ impl Pipeline {
         reader: &mut EventReader,
         mut observe: impl FnMut(&Record),
     ) -> Result<(), PipelineError> {
+        // The answers first: a call is named by those received before it.
+        self.downstream.names.drain();
         let now_ns = WallClock::monotonic_now_ns();
         let now = Instant::now();
         let Self {
@@ -196,6 +216,7 @@ impl Pipeline {
             give_back_free_memory();
         }
         downstream.release(now_ns, false)?;
+        downstream.names.housekeeping(now_ns);
         for sink in &mut downstream.sinks {
             sink.housekeeping();
         }
@@ -277,6 +298,7 @@ impl Pipeline {
             sink.flush()?;
         }
         self.ledger.resolver(self.resolver.stats());
+        self.downstream.names.publish();
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 //! on a short timer, and also whenever the kernel does wake it because the
 //! buffer is filling up.
 
-use std::{io, time::Duration};
+use std::{io, os::fd::OwnedFd, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
@@ -22,6 +22,9 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     poll: Interval,
+    /// Another ring buffer whose filling up should wake the reader too
+    /// (the DNS capture's); the pipeline drains it.
+    also: Option<AsyncFd<OwnedFd>>,
 }
 
 /// What one [`EventReader::drain`] took.
@@ -43,14 +46,38 @@ impl EventReader {
         // unchanged until the `RingBuf` (owned by the `AsyncFd`) is dropped.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self { ring, poll })
+        Ok(Self {
+            ring,
+            poll,
+            also: None,
+        })
+    }
+
+    /// Also wakes when `fd` (another ring buffer's descriptor, such as the
+    /// DNS capture's) becomes readable. Must be called inside a tokio
+    /// runtime.
+    pub fn also_wake_on(&mut self, fd: OwnedFd) -> io::Result<()> {
+        // SAFETY: the `AsyncFd` owns `fd`, which stays open and unchanged
+        // until it is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        self.also = Some(fd);
+        Ok(())
     }
 
     /// Waits until records may be waiting: the kernel woke us, or the poll
     /// interval passed. Cancel-safe.
     pub async fn wait(&mut self) -> io::Result<()> {
+        let also_fd = &self.also;
+        let also = async move {
+            match also_fd {
+                Some(fd) => fd.readable().await.map(|mut guard| guard.clear_ready()),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = self.ring.readable_mut() => guard?.clear_ready(),
+            ready = also => ready?,
             _ = self.poll.tick() => {}
         }
         Ok(())

@@ -142,7 +142,7 @@ impl Daemon {
                     .filter_map(Value::as_u64)
                     .map(|id| u32::try_from(id).unwrap())
                     .collect();
-                assert!((3..=4).contains(&daemon.program_ids.len()), "{started}");
+                assert!((3..=5).contains(&daemon.program_ids.len()), "{started}");
                 daemon.started = started;
             }
             Ready::Metrics(port) => daemon.wait_for_metrics(port),

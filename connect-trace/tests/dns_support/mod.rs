@@ -9,6 +9,7 @@
 //! threads stop and the namespace goes away with its last socket.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     ffi::CString,
     fs::{self, File},
@@ -17,6 +18,7 @@ use std::{
     os::{fd::AsRawFd, unix::process::CommandExt as _},
     path::PathBuf,
     process::{Command, Output, Stdio},
+    rc::Rc,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -27,9 +29,20 @@ use std::{
 };
 
 use connect_trace::{
-    clock::WallClock,
-    dns::{CacheConfig, DnsCapture, DnsConfig, NameCache, ServerName},
+    decode::sockaddr::Address,
+    delivery::Ledger,
+    dns::{CacheConfig, DnsCapture, NameCache},
+    export::{Sink, SinkError},
+    kernel::{
+        Tracer, TracerConfig,
+        dns::{DnsKernelStats, DnsSettings},
+    },
+    pipeline::{Pipeline, PipelineConfig, names::DestinationNames, reader::EventReader},
+    report::AttemptReport,
 };
+use serde_json::Value;
+
+use crate::common::daemon::Daemon;
 
 /// Where the test's DNS server listens, inside the namespace.
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 53);
@@ -38,15 +51,7 @@ const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
 const TYPE_AAAA: u16 = 28;
 
-/// Fails the test early, with the reason, when not run as root.
-pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests load eBPF programs and make network namespaces: run them as root (`cargo xtask test`)"
-    );
-}
+pub use crate::common::require_root;
 
 /// A DNS name in wire form (length-prefixed labels, ending with the root).
 pub fn wire_name(labels: &[&[u8]]) -> Vec<u8> {
@@ -570,60 +575,167 @@ pub fn node_client(net: &TestNet, name: &str) -> Output {
     )
 }
 
-/// A DNS capture and a cache it fills, as the daemon would hold them.
-pub struct Names {
+/// The DNS capture as the daemon loads it (with the connect() programs,
+/// filtered to this process), and a cache it fills: for measurements of
+/// the capture program alone.
+pub struct Capture {
+    /// Keeps the programs attached.
+    _tracer: Tracer,
     pub capture: DnsCapture,
     pub cache: NameCache,
+    pub kernel: DnsKernelStats,
+    pub program_id: u32,
 }
 
-impl Names {
-    /// Loads and attaches the capture with `config`.
-    pub fn start(config: DnsConfig) -> Self {
+impl Capture {
+    /// Loads and attaches the programs with the DNS capture.
+    pub fn start() -> Self {
         require_root();
-        let cache = NameCache::new(config.cache);
-        let capture = DnsCapture::load(&config)
-            .expect("loading the DNS capture")
-            .expect("enabled");
-        Self { capture, cache }
-    }
-
-    /// With the default configuration, except for the cache.
-    pub fn with_cache(cache: CacheConfig) -> Self {
-        Self::start(DnsConfig {
-            cache,
-            ..DnsConfig::default()
+        let mut tracer = Tracer::load(&TracerConfig {
+            pid: Some(std::process::id()),
+            dns: Some(DnsSettings::default()),
+            ..TracerConfig::default()
         })
+        .expect("loading the tracer");
+        let ring = tracer
+            .take_dns()
+            .unwrap_or_else(|| panic!("no DNS capture: {:?}", tracer.dns_problem()));
+        Self {
+            _tracer: tracer,
+            capture: DnsCapture::new(ring.ring, ring.multicast),
+            cache: NameCache::new(CacheConfig::default()),
+            kernel: ring.stats,
+            program_id: ring.program_id,
+        }
     }
 
     /// Takes what the capture has.
     pub fn drain(&mut self) {
         self.capture.drain(&mut self.cache);
     }
+}
 
-    /// The name of `addr` for a call at `at_ns` in namespace `netns`,
-    /// waiting up to 2 s for the answer to come through.
-    pub fn name_of(&mut self, netns: u32, addr: IpAddr, at_ns: u64) -> Option<ServerName> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            self.drain();
-            if let Some(name) = self.cache.lookup(netns, addr, at_ns) {
-                return Some(name.clone());
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
+/// Keeps every report the pipeline hands its sinks.
+struct Keep(Rc<RefCell<Vec<AttemptReport>>>);
+
+impl Sink for Keep {
+    fn attempt(&mut self, report: &AttemptReport) -> Result<(), SinkError> {
+        self.0.borrow_mut().push(report.clone());
+        Ok(())
+    }
+}
+
+/// The daemon's own pipeline, tracing every process, with the DNS capture
+/// and a name cache configured by the test (the daemon's options do not
+/// reach every bound).
+pub struct NamingPipeline {
+    runtime: tokio::runtime::Runtime,
+    _tracer: Tracer,
+    reader: EventReader,
+    pipeline: Pipeline,
+    reports: Rc<RefCell<Vec<AttemptReport>>>,
+}
+
+impl NamingPipeline {
+    /// Loads the programs, the DNS capture among them, and names
+    /// destinations with a cache bounded by `cache`.
+    pub fn start(cache: CacheConfig) -> Self {
+        require_root();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut tracer = Tracer::load(&TracerConfig {
+            dns: Some(DnsSettings::default()),
+            ..TracerConfig::default()
+        })
+        .expect("loading the tracer");
+        let ring = tracer.take_events().unwrap();
+        let reader = runtime
+            .block_on(async { EventReader::new(ring, Duration::from_millis(5)) })
+            .unwrap();
+        let reports = Rc::new(RefCell::new(Vec::new()));
+        let mut pipeline = Pipeline::new(
+            PipelineConfig::default(),
+            tracer.stats(),
+            Arc::new(Ledger::default()),
+            vec![Box::new(Keep(Rc::clone(&reports)))],
+            None,
+        );
+        let names = DestinationNames::new(tracer.take_dns(), cache);
+        assert!(names.capturing(), "{:?}", tracer.dns_problem());
+        pipeline.name_destinations(names);
+        Self {
+            runtime,
+            _tracer: tracer,
+            reader,
+            pipeline,
+            reports,
         }
     }
 
-    /// The name of `addr` now, without waiting: for names that must not
-    /// be there.
-    pub fn name_now(&mut self, netns: u32, addr: IpAddr) -> Option<ServerName> {
-        self.drain();
-        self.cache
-            .lookup(netns, addr, WallClock::monotonic_now_ns())
-            .cloned()
+    /// The report of the call from namespace `netns` to `addr`, waiting up
+    /// to 5 s for it.
+    pub fn report_to(&mut self, netns: u32, addr: IpAddr) -> AttemptReport {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.pipeline.drain(&mut self.reader, |_| {}).unwrap();
+            let found = self
+                .reports
+                .borrow()
+                .iter()
+                .find(|report| {
+                    let attempt = &report.resolved.attempt;
+                    let to = match attempt.destination().address {
+                        Address::V4(ip) => Some(IpAddr::V4(ip)),
+                        Address::V6(ip) => Some(IpAddr::V6(ip)),
+                        _ => None,
+                    };
+                    attempt.netns() == Some(netns) && to == Some(addr)
+                })
+                .cloned();
+            if let Some(report) = found {
+                return report;
+            }
+            assert!(Instant::now() < deadline, "no record to {addr} in {netns}");
+            let reader = &mut self.reader;
+            let _ = self.runtime.block_on(async {
+                tokio::time::timeout(Duration::from_millis(20), reader.wait()).await
+            });
+        }
     }
+}
+
+/// A `connect-trace run` tracing every process, without workload names,
+/// summaries or metrics unless `extra` asks.
+pub fn daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--no-workloads", "--interval", "0"];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
+
+/// The daemon's record of the call from namespace `netns` to `addr`
+/// (text, as the record writes it), waiting for it.
+pub fn record_to(daemon: &Daemon, netns: u32, addr: &str) -> Value {
+    let stdout = daemon.stdout.as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = stdout
+            .recv_timeout(left)
+            .unwrap_or_else(|error| panic!("no record to {addr} in {netns}: {error}"));
+        let record: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("invalid JSON line {line:?}: {error}"));
+        if record["type"] == "connect" && record["netns"] == netns && record["addr"] == addr {
+            return record;
+        }
+    }
+}
+
+/// The `server_name` of the daemon's record of the call from `netns` to
+/// `addr`.
+pub fn server_name_to(daemon: &Daemon, netns: u32, addr: &str) -> Value {
+    record_to(daemon, netns, addr)["server_name"].clone()
 }
 
 /// A C client built against musl (static, so no glibc is involved):
