@@ -651,7 +651,9 @@ fn check_attach() -> (Check, Option<Check>) {
     };
     match Tracer::load(&config) {
         Ok(mut tracer) => {
-            let dns = match (tracer.take_dns(), tracer.dns_problem()) {
+            let dns_ring = tracer.take_dns();
+            let dns_id = dns_ring.as_ref().map(|ring| ring.program_id);
+            let dns = match (dns_ring, tracer.dns_problem()) {
                 (Some(ring), _) => Check::ok(
                     DNS,
                     format!(
@@ -668,6 +670,7 @@ fn check_attach() -> (Check, Option<Check>) {
             let ids: Vec<String> = tracer
                 .program_ids()
                 .iter()
+                .filter(|id| Some(**id) != dns_id)
                 .map(ToString::to_string)
                 .collect();
             drop(tracer);
