@@ -32,7 +32,7 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 14] = [
+const ALL: [&str; 15] = [
     "kernel-version",
     "privileges",
     "bpf-syscall",
@@ -43,6 +43,7 @@ const ALL: [&str; 14] = [
     "tracepoint sock/inet_sock_set_state",
     "kernel-btf",
     "cgroup-v2",
+    "dns",
     "attach",
     "workloads",
     "runtime docker",
@@ -168,6 +169,11 @@ fn passes_on_this_host() {
     for name in REQUIRED {
         assert_eq!(status_of(&lines, name).0, "ok", "{}", describe(&output));
     }
+    // DNS names work here: the capture attached, and namespaces are told
+    // apart.
+    let (status, dns) = status_of(&lines, "dns");
+    assert_eq!(status, "ok", "{}", describe(&output));
+    assert!(dns.contains("attached it at the cgroup v2 root"), "{dns}");
     // The offsets are the ones the kernel's format files give.
     let (_, enter) = status_of(&lines, "tracepoint syscalls/sys_enter_connect");
     assert!(
@@ -378,6 +384,10 @@ fn without_privileges_it_says_what_is_missing() {
     );
     assert!(detail.contains("-> fix: run as root"), "{detail}");
     assert_eq!(status_of(&lines, "attach").0, "skip");
+    // DNS names are only a warning, with why.
+    let (status, detail) = status_of(&lines, "dns");
+    assert_eq!(status, "warn");
+    assert!(detail.contains("CAP_NET_ADMIN"), "{detail}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
