@@ -401,6 +401,11 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
     for (member, problem) in tracer.btf_problems() {
         tracing::warn!("{problem}; {}", member.without);
     }
+    if let Some(problem) = tracer.io_uring_problem() {
+        tracing::warn!(
+            "io_uring connect requests are seen only by their TCP handshakes ({problem})"
+        );
+    }
     pipeline.started(&Started {
         kind: "started",
         ts: SystemTime::now(),
@@ -411,7 +416,7 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
         btf_missing: tracer
             .btf_problems()
             .iter()
-            .map(|(member, _)| format!("{}.{}", member.type_name, member.member))
+            .map(|(member, _)| member.name())
             .collect(),
     })?;
     if let Err(error) = notify(&format!(

@@ -271,6 +271,22 @@ impl Output {
         Ok(())
     }
 
+    /// Hands over the batch and waits until the writer has written every
+    /// line queued so far, at most [`Limits::close_timeout`].
+    pub fn settle(&mut self) {
+        if self.flush().is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + self.limits.close_timeout;
+        while self.progress.queued_lines.load(Ordering::Relaxed) > 0
+            && std::time::Instant::now() < deadline
+        {
+            // The writer thread signals only when it finishes for good;
+            // a short sleep is the simplest bounded wait.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Opens the file again (after logrotate moved it), once every batch
     /// before it is written to the old file, so no record is lost or
     /// written twice.
