@@ -47,6 +47,7 @@ mod user {
 
     aya_pod!(
         abi::InFlight,
+        abi::IoUringCall,
         abi::Handshake,
         abi::PendingHandshake,
         abi::RecentAttempt,

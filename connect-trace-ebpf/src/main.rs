@@ -12,8 +12,17 @@
 //!   is unrelated, so it is matched by socket. If the connecting thread is
 //!   still inside the call, the outcome rides in its `ConnectRecord`;
 //!   otherwise an `OutcomeRecord` carries it.
+//! - [`io_uring`]: io_uring connect requests, saved at submission and
+//!   reported at completion, their handshakes found through their sockets.
+//! - [`without_call`]: a TCP handshake that starts without any call the
+//!   programs saw (a kernel socket, a 32-bit program, TCP Fast Open) is
+//!   reported from the handshake itself, so every one is counted.
+//! - [`call`]: what every kind of call shares once it returns: repeat
+//!   decision, counting, the record.
 //! - [`recent`]: the latest TCP attempt per (process, descriptor), which
 //!   tells a status check from a new attempt.
+//! - [`task`] and [`sock`]: what is read from the current task and from a
+//!   socket, at BTF offsets.
 //! - [`dns`]: a cgroup skb ingress program, attached at the cgroup v2 root
 //!   when DNS names are on, that passes DNS responses reaching any socket
 //!   on the host to the daemon in a ring buffer of its own.
@@ -26,13 +35,17 @@
 #![no_std]
 #![no_main]
 
+mod call;
 mod config;
 mod dns;
 mod handshake;
+mod io_uring;
 mod maps;
 mod recent;
+mod sock;
 mod syscall;
 mod task;
+mod without_call;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -166,8 +166,9 @@ impl Ledger {
             records_lost: counters.ringbuf_full,
             outcomes_lost: counters.outcome_ringbuf_full,
             unresolved_capacity: daemon.unresolved_capacity + counters.pending_full,
-            // A call the kernel had no room to keep also exits without entry.
-            calls_unseen: counters.exit_without_entry,
+            // A call the kernel had no room to keep also exits without
+            // entry; an io_uring request it had no room for does not.
+            calls_unseen: counters.exit_without_entry + counters.io_uring_full,
             status_checks_unmatched: counters.recent_evicted,
             events_missed: kernel.skipped_runs(),
             dns_responses_lost: dns.kernel.ringbuf_full,

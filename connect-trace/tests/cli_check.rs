@@ -32,7 +32,7 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 15] = [
+const ALL: [&str; 16] = [
     "kernel-version",
     "privileges",
     "bpf-syscall",
@@ -41,6 +41,7 @@ const ALL: [&str; 15] = [
     "tracepoint syscalls/sys_enter_connect",
     "tracepoint syscalls/sys_exit_connect",
     "tracepoint sock/inet_sock_set_state",
+    "io_uring",
     "kernel-btf",
     "cgroup-v2",
     "dns",
@@ -169,6 +170,13 @@ fn passes_on_this_host() {
     for name in REQUIRED {
         assert_eq!(status_of(&lines, name).0, "ok", "{}", describe(&output));
     }
+    // This kernel (6.18) has what io_uring requests are traced with.
+    assert_eq!(
+        status_of(&lines, "io_uring").0,
+        "ok",
+        "{}",
+        describe(&output)
+    );
     // DNS names work here: the capture attached, and namespaces are told
     // apart.
     let (status, dns) = status_of(&lines, "dns");

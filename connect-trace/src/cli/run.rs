@@ -289,7 +289,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = terminate.recv() => break,
             _ = hangup.recv() => pipeline.reopen()?,
             _ = housekeeping.tick() => {
-                reported = report_new_losses(&kernel, reported)?;
+                reported = report_new_losses(&kernel, reported);
                 pipeline.expire()?;
             }
             _ = summary_tick.tick(), if summaries => pipeline.summarize()?,
@@ -487,6 +487,11 @@ fn announce(
     for (member, problem) in tracer.btf_problems() {
         tracing::warn!("{problem}; {}", member.without);
     }
+    if let Some(problem) = tracer.io_uring_problem() {
+        tracing::warn!(
+            "io_uring connect requests are seen only by their TCP handshakes ({problem})"
+        );
+    }
     pipeline.started(&Started {
         kind: "started",
         ts: SystemTime::now(),
@@ -497,7 +502,7 @@ fn announce(
         btf_missing: tracer
             .btf_problems()
             .iter()
-            .map(|(member, _)| format!("{}.{}", member.type_name, member.member))
+            .map(|(member, _)| member.name())
             .collect(),
         dns_names,
         dns_problem: tracer.dns_problem().map(str::to_owned),
@@ -511,9 +516,18 @@ fn announce(
     Ok(())
 }
 
-/// Logs records lost since `before`; returns the counters now.
-fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<KernelCounters> {
-    let now = kernel.counters().context("reading kernel counters")?;
+/// Logs records lost since `before`; returns the counters now, or
+/// `before` when they cannot be read (at the descriptor limit, say: the
+/// next tick tries again, and the counts themselves are kept in the
+/// kernel).
+fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> KernelCounters {
+    let now = match kernel.counters() {
+        Ok(now) => now,
+        Err(error) => {
+            tracing::warn!("reading the kernel's counters failed: {error}");
+            return before;
+        }
+    };
     let lost = (now.ringbuf_full + now.outcome_ringbuf_full)
         .saturating_sub(before.ringbuf_full + before.outcome_ringbuf_full);
     if lost > 0 {
@@ -523,5 +537,5 @@ fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<Ker
             now.outcome_ringbuf_full,
         );
     }
-    Ok(now)
+    now
 }

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::{
     aggregate::{FailureKind, Summary},
+    decode::Via,
     delivery::{Delivery, Ledger},
     dns::DnsStats,
     kernel::{KernelStats, OutcomeTally},
@@ -70,6 +71,8 @@ pub struct Metrics {
     /// `attempts` children by family and outcome index, fetched once:
     /// looking a child up by its label strings costs a hash per event.
     attempt_children: Vec<IntCounter>,
+    /// `attempts_by_via` children by via and outcome index, fetched once.
+    via_children: Vec<IntCounter>,
     /// `failures` children fetched so far (a bounded set: families × errors).
     failure_children: Mutex<HashMap<(usize, FailureKind), IntCounter>>,
     /// Attempts and failures per workload, bounded.
@@ -114,6 +117,11 @@ impl Metrics {
             "connect_trace_attempts_total",
             "connect() attempts by address family and final outcome (repeats excluded).",
             &["family", "outcome"],
+        )?;
+        let attempts_by_via = counter_vec(
+            "connect_trace_attempts_by_via_total",
+            "connect() attempts by how they were made (syscall, io_uring, compat, fastopen, kernel, other) and final outcome (repeats excluded).",
+            &["via", "outcome"],
         )?;
         let failures = counter_vec(
             "connect_trace_failures_total",
@@ -176,8 +184,17 @@ impl Metrics {
                     .map(|outcome| attempts.with_label_values(&[*family, *outcome]))
             })
             .collect();
+        let via_children = Via::ALL
+            .iter()
+            .flat_map(|via| {
+                OUTCOME_LABELS
+                    .iter()
+                    .map(|outcome| attempts_by_via.with_label_values(&[via.name(), *outcome]))
+            })
+            .collect();
         Ok(Self {
             attempt_children,
+            via_children,
             failure_children: Mutex::default(),
             registry,
             failures,
@@ -208,6 +225,12 @@ impl Metrics {
         if let Some(counter) = self
             .attempt_children
             .get(family * OUTCOME_LABELS.len() + outcome_index(outcome))
+        {
+            counter.inc();
+        }
+        if let Some(counter) = self
+            .via_children
+            .get(attempt.via().index() * OUTCOME_LABELS.len() + outcome_index(outcome))
         {
             counter.inc();
         }

@@ -35,6 +35,8 @@ pub struct KernelCounters {
     pub outcome_ringbuf_full: u64,
     /// Recent attempts displaced while a status check could still come.
     pub recent_evicted: u64,
+    /// io_uring connect requests the request map refused.
+    pub io_uring_full: u64,
 }
 
 /// One count per (family, outcome code) slot, summed over CPUs.
@@ -145,7 +147,7 @@ impl KernelStats {
     pub fn counters(&self) -> Result<KernelCounters, MapError> {
         let read =
             |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
-        const _: () = assert!(counter::COUNT == 7, "read every counter below");
+        const _: () = assert!(counter::COUNT == 8, "read every counter below");
         Ok(KernelCounters {
             attempts: read(counter::ATTEMPTS)?,
             ringbuf_full: read(counter::RINGBUF_FULL)?,
@@ -154,6 +156,7 @@ impl KernelStats {
             pending_full: read(counter::PENDING_FULL)?,
             outcome_ringbuf_full: read(counter::OUTCOME_RINGBUF_FULL)?,
             recent_evicted: read(counter::RECENT_EVICTED)?,
+            io_uring_full: read(counter::IO_URING_FULL)?,
         })
     }
 

@@ -11,8 +11,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use connect_trace_common::{
-    abi::{InFlight, PendingHandshake},
-    config::{self, Config, TracepointOffsets},
+    abi::{InFlight, IoUringCall, PendingHandshake},
+    config::{self, Config, IoUringOffsets, TracepointOffsets},
     names::{map, program},
 };
 use thiserror::Error;
@@ -23,7 +23,10 @@ use super::{
     dns::{self, DnsRing, DnsSettings},
     memlock::{self, Memlock},
     privileges,
-    requirements::{self, BtfMember, INET_SOCK_SET_STATE, SYS_ENTER_CONNECT, SYS_EXIT_CONNECT},
+    requirements::{
+        self, BtfMember, INET_SOCK_SET_STATE, IO_URING_COMPLETE, IO_URING_SUBMIT,
+        SYS_ENTER_CONNECT, SYS_EXIT_CONNECT,
+    },
     tracefs::{Tracefs, TracefsError},
 };
 
@@ -140,9 +143,11 @@ pub struct Tracer {
     stats: Arc<KernelStats>,
     pending: HashMap<MapData, u64, PendingHandshake>,
     in_flight: HashMap<MapData, u64, InFlight>,
+    io_uring_calls: HashMap<MapData, u64, IoUringCall>,
     program_ids: Vec<u32>,
     btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
+    io_uring_problem: Option<String>,
     dns: Option<DnsRing>,
     dns_problem: Option<String>,
 }
@@ -162,6 +167,23 @@ fn program_error(
         name,
         source,
     }
+}
+
+/// Attaches the io_uring programs; their ids.
+fn attach_io_uring(ebpf: &mut Ebpf) -> Result<[u32; 2], LoadError> {
+    let submit = attach_tracepoint(
+        ebpf,
+        program::IO_URING_SUBMIT,
+        IO_URING_SUBMIT.category,
+        IO_URING_SUBMIT.name,
+    )?;
+    let complete = attach_tracepoint(
+        ebpf,
+        program::IO_URING_COMPLETE,
+        IO_URING_COMPLETE.category,
+        IO_URING_COMPLETE.name,
+    )?;
+    Ok([submit, complete])
 }
 
 /// What loading and attaching have in common across program types.
@@ -267,6 +289,7 @@ impl Tracer {
         // cannot say why; `Tracer::btf_problems` says what is lost.
         let btf = Btf::from_file(std::path::Path::new(btf::VMLINUX));
         let (kernel, btf_problems) = requirements::kernel_offsets(btf.as_ref());
+        let io_uring = requirements::io_uring_offsets(&tracefs);
         let settings = Config {
             filter_tgid: config.pid.unwrap_or(0),
             failures_only: u32::from(config.failures_only),
@@ -277,6 +300,10 @@ impl Tracer {
             filter_cgroup_id: config.cgroup.map_or(0, |cgroup| cgroup.id),
             tracepoints,
             kernel,
+            io_uring: io_uring
+                .as_ref()
+                .copied()
+                .unwrap_or(IoUringOffsets::UNKNOWN),
             dns_extra_port: DnsSettings::extra_port(config.dns.as_ref()),
             dns_wakeup_bytes: u64::from(DnsSettings::ring_bytes(config.dns.as_ref()) / 4),
         };
@@ -341,6 +368,17 @@ impl Tracer {
             }
         };
 
+        // io_uring requests never pass through connect(); without these
+        // programs their TCP handshakes are still reported, by the
+        // handshake programs, without the requests' results.
+        let io_uring_problem = match io_uring {
+            Ok(_) => attach_io_uring(&mut ebpf)
+                .map(|ids| program_ids.extend(ids))
+                .err()
+                .map(|error| error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
+
         // Names are a bonus: without them, tracing goes on.
         let (dns, dns_problem) = match &config.dns {
             None => (None, None),
@@ -373,17 +411,33 @@ impl Tracer {
             name: map::IN_FLIGHT,
             source,
         })?;
+        let io_uring_calls = ebpf
+            .take_map(map::IO_URING_CALLS)
+            .ok_or(LoadError::MissingMap(map::IO_URING_CALLS))?;
+        let io_uring_calls =
+            HashMap::try_from(io_uring_calls).map_err(|source| LoadError::Map {
+                name: map::IO_URING_CALLS,
+                source,
+            })?;
         Ok(Self {
             ebpf,
             stats: Arc::new(KernelStats::new(counters, outcomes, programs)),
             pending,
             in_flight,
+            io_uring_calls,
             program_ids,
             btf_problems,
             handshake_hook,
+            io_uring_problem,
             dns,
             dns_problem,
         })
+    }
+
+    /// Why io_uring connect requests are not traced here (their TCP
+    /// handshakes still are); `None` when they are.
+    pub fn io_uring_problem(&self) -> Option<&str> {
+        self.io_uring_problem.as_deref()
     }
 
     /// Takes the ring buffer that carries the records; `None` if already
@@ -499,6 +553,25 @@ impl Tracer {
                 sweep.calls_abandoned += 1;
             }
         }
+        // Every io_uring request completes, unless its process is gone
+        // (a ring torn down mid-request may not post a completion).
+        let mut abandoned = Vec::new();
+        for entry in self.io_uring_calls.iter() {
+            let Ok((request, call)) = entry else {
+                continue;
+            };
+            let tgid = call.pid_tgid >> 32;
+            if now_ns.saturating_sub(call.call.start_ns) > max_age_ns
+                && !std::path::Path::new(&format!("/proc/{tgid}")).exists()
+            {
+                abandoned.push(request);
+            }
+        }
+        for request in abandoned {
+            if self.io_uring_calls.remove(&request).is_ok() {
+                sweep.calls_abandoned += 1;
+            }
+        }
         Ok(sweep)
     }
 
@@ -509,8 +582,11 @@ impl Tracer {
         let handshake = PendingHandshake {
             syn_ns,
             pid_tgid: 0,
+            call: 0,
             family_slot: 0,
             fd: -1,
+            via: 0,
+            reserved: 0,
         };
         self.pending.insert(&sock, &handshake, 0)
     }
