@@ -260,7 +260,11 @@ impl Daemon {
         // SAFETY: plain syscall on our own child.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
         let status = wait_timeout(&mut self.child, TIMEOUT).expect("connect-trace did not stop");
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        // The reader thread may not have passed on the last lines yet: read
+        // until it sees EOF and hangs up.
+        let stderr: Vec<String> =
+            std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(1)).ok())
+                .collect();
         let last = match (&self.output, &self.stdout) {
             (Some(path), _) => records_in(path).pop(),
             (None, Some(stdout)) => {
