@@ -1,5 +1,6 @@
 //! DNS names for destinations, end to end on the real kernel: real
-//! resolvers (glibc through Python, Node's c-ares, a static musl program)
+//! resolvers (glibc through Python, Node's c-ares, a static musl program,
+//! the JDK's own DNS client)
 //! ask a DNS server of the test's own, inside network namespaces the tests
 //! make, then connect; the real daemon (`connect-trace run`) must write
 //! `server_name` on the record of that connect, and `null` where no
@@ -10,8 +11,8 @@
 //! network namespace. Bounds the daemon's options do not reach (the TTL's
 //! lower bound) are tested on the daemon's own pipeline.
 //!
-//! Needs root (`cargo xtask test` runs it so in CI), Python 3, Node.js and
-//! musl-gcc (`cargo xtask setup` installs them). No packet leaves the
+//! Needs root (`cargo xtask test` runs it so in CI), Python 3, Node.js,
+//! a JDK and musl-gcc (`cargo xtask setup` installs them). No packet leaves the
 //! machine: everything happens on the loopback of the tests' namespaces.
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +28,7 @@ use std::{net::IpAddr, time::Duration};
 use common::daemon::{self, BINARY, Ready};
 use connect_trace::dns::CacheConfig;
 use dns_support::{
-    Capture, NamingPipeline, TestNet, Zone, build_musl_client, connected, node_client,
+    Capture, NamingPipeline, TestNet, Zone, build_musl_client, connected, java_client, node_client,
     python_client, record_to, server_name_to, wire, wire_name,
 };
 use serde_json::Value;
@@ -85,6 +86,23 @@ fn node_c_ares_name() {
         server_name_to(&daemon, net.inode, "10.77.0.7"),
         "node.example.test"
     );
+}
+
+#[test]
+fn java_jndi_name() {
+    let daemon = dns_support::daemon(&[]);
+    let net = TestNet::start(
+        Zone::new().a("java.example.test", "10.77.0.11", 300),
+        &["10.77.0.11/32"],
+    );
+    let (addr, _) = connected(&java_client(&net, "java.example.test"));
+    assert_eq!(addr, ip("10.77.0.11"));
+    // The JDK connects through an IPv6 socket wherever IPv6 is up (as in
+    // these namespaces), so the call's address is IPv4-mapped; it is
+    // named by the A answer all the same.
+    let record = record_to(&daemon, net.inode, "::ffff:10.77.0.11");
+    assert_eq!(record["family"], "inet6", "{record}");
+    assert_eq!(record["server_name"], "java.example.test", "{record}");
 }
 
 #[test]

@@ -89,6 +89,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "DNS name tests resolve with Node's c-ares resolver (no glibc)",
     ),
     (
+        "default-jdk-headless",
+        "DNS name tests resolve with the JDK's own DNS client (JNDI), run as a single source file",
+    ),
+    (
         "musl-tools",
         "DNS name tests build a static musl client whose resolver speaks DNS itself",
     ),

@@ -575,6 +575,57 @@ pub fn node_client(net: &TestNet, name: &str) -> Output {
     )
 }
 
+/// A Java client that resolves with the JDK's own DNS client (JNDI's DNS
+/// provider, which speaks DNS itself: no glibc), then connects with a
+/// `Socket`. `System.nanoTime` is the kernel's monotonic clock on Linux.
+pub const JAVA_CLIENT: &str = r#"
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.util.Hashtable;
+import javax.naming.directory.Attributes;
+import javax.naming.directory.InitialDirContext;
+
+public class Client {
+    public static void main(String[] args) throws Exception {
+        Hashtable<String, String> env = new Hashtable<>();
+        env.put("java.naming.factory.initial", "com.sun.jndi.dns.DnsContextFactory");
+        env.put("java.naming.provider.url", "dns://" + args[1]);
+        env.put("com.sun.jndi.dns.timeout.initial", "2000");
+        env.put("com.sun.jndi.dns.timeout.retries", "2");
+        Attributes found = new InitialDirContext(env).getAttributes(args[0], new String[] {"A"});
+        String addr = (String) found.get("A").get();
+        long at = System.nanoTime();
+        // A literal address: no lookup.
+        try (Socket socket = new Socket()) {
+            socket.connect(new InetSocketAddress(InetAddress.getByName(addr), 9), 2000);
+        } catch (java.io.IOException refused) {
+        }
+        System.out.println("connect " + addr + " " + at);
+    }
+}
+"#;
+
+/// Runs [`JAVA_CLIENT`] (as a single source file, which `java` compiles in
+/// memory) in `net` and returns what it printed.
+pub fn java_client(net: &TestNet, name: &str) -> Output {
+    let dir = std::env::temp_dir().join(format!(
+        "connect-trace-dns-java-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("Client.java");
+    fs::write(&source, JAVA_CLIENT).unwrap();
+    let output = run_ok(
+        net.command("java", false)
+            .arg(&source)
+            .args([name, &SERVER.to_string()]),
+    );
+    let _ = fs::remove_dir_all(&dir);
+    output
+}
+
 /// The DNS capture as the daemon loads it (with the connect() programs,
 /// filtered to this process), and a cache it fills: for measurements of
 /// the capture program alone.
