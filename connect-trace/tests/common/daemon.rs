@@ -263,8 +263,7 @@ impl Daemon {
         // The reader thread may not have passed on the last lines yet: read
         // until it sees EOF and hangs up.
         let stderr: Vec<String> =
-            std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(1)).ok())
-                .collect();
+            std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(1)).ok()).collect();
         let last = match (&self.output, &self.stdout) {
             (Some(path), _) => records_in(path).pop(),
             (None, Some(stdout)) => {
