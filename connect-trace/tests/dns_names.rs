@@ -1,6 +1,6 @@
 //! DNS names for destinations, end to end on the real kernel: real
 //! resolvers (glibc through Python, Node's c-ares, a static musl program,
-//! the JDK's own DNS client)
+//! the JDK's own DNS client, Go's pure-Go resolver)
 //! ask a DNS server of the test's own, inside network namespaces the tests
 //! make, then connect; the real daemon (`connect-trace run`) must write
 //! `server_name` on the record of that connect, and `null` where no
@@ -12,7 +12,7 @@
 //! lower bound) are tested on the daemon's own pipeline.
 //!
 //! Needs root (`cargo xtask test` runs it so in CI), Python 3, Node.js,
-//! a JDK and musl-gcc (`cargo xtask setup` installs them). No packet leaves the
+//! a JDK, Go and musl-gcc (`cargo xtask setup` installs them). No packet leaves the
 //! machine: everything happens on the loopback of the tests' namespaces.
 #![allow(
     clippy::unwrap_used,
@@ -28,8 +28,8 @@ use std::{net::IpAddr, time::Duration};
 use common::daemon::{self, BINARY, Ready};
 use connect_trace::dns::CacheConfig;
 use dns_support::{
-    Capture, NamingPipeline, TestNet, Zone, build_musl_client, connected, java_client, node_client,
-    python_client, record_to, server_name_to, wire, wire_name,
+    Capture, NamingPipeline, TestNet, Zone, build_go_client, build_musl_client, connected,
+    java_client, node_client, python_client, record_to, server_name_to, wire, wire_name,
 };
 use serde_json::Value;
 
@@ -124,6 +124,31 @@ fn musl_name() {
     assert_eq!(
         server_name_to(&daemon, net.inode, "10.77.0.10"),
         "musl.example.test"
+    );
+}
+
+#[test]
+fn go_pure_resolver_name() {
+    let dir = std::env::temp_dir().join(format!("connect-trace-dns-go-{}", std::process::id()));
+    let program = build_go_client(&dir);
+    let daemon = dns_support::daemon(&[]);
+    let net = TestNet::start(
+        Zone::new()
+            .cname("go.example.test", "go-real.example.test", 300)
+            .a("go-real.example.test", "10.77.0.12", 300),
+        &["10.77.0.12/32"],
+    );
+    let output = dns_support::run_ok(
+        net.command(program.to_str().unwrap(), false)
+            .env("GODEBUG", "netdns=go")
+            .arg("go.example.test"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let (addr, _) = connected(&output);
+    assert_eq!(addr, ip("10.77.0.12"));
+    assert_eq!(
+        server_name_to(&daemon, net.inode, "10.77.0.12"),
+        "go.example.test"
     );
 }
 

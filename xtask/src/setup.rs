@@ -93,6 +93,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "DNS name tests resolve with the JDK's own DNS client (JNDI), run as a single source file",
     ),
     (
+        "golang-go",
+        "DNS name tests build a Go client whose pure-Go resolver speaks DNS itself",
+    ),
+    (
         "musl-tools",
         "DNS name tests build a static musl client whose resolver speaks DNS itself",
     ),

@@ -832,3 +832,65 @@ pub fn build_musl_client(dir: &std::path::Path) -> PathBuf {
     );
     program
 }
+
+/// A Go client: the pure-Go resolver (`PreferGo`, and `GODEBUG=netdns=go`
+/// when run), which reads `/etc/resolv.conf` and speaks DNS itself, then
+/// `net.DialTimeout`.
+pub const GO_CLIENT: &str = r#"
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+func monotonicNs() uint64 {
+	var ts syscall.Timespec
+	// CLOCK_MONOTONIC is 1.
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0)
+	return uint64(ts.Sec)*1000000000 + uint64(ts.Nsec)
+}
+
+func main() {
+	resolver := &net.Resolver{PreferGo: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := resolver.LookupIP(ctx, "ip4", os.Args[1])
+	if err != nil || len(addrs) == 0 {
+		fmt.Fprintln(os.Stderr, "lookup:", err)
+		os.Exit(2)
+	}
+	addr := addrs[0].String()
+	at := monotonicNs()
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "9"), 2*time.Second); err == nil {
+		conn.Close()
+	}
+	fmt.Printf("connect %s %d\n", addr, at)
+}
+"#;
+
+/// Builds [`GO_CLIENT`] with Debian's `golang-go` into `dir` (its build
+/// cache there too: nothing is fetched) and returns the program's path.
+pub fn build_go_client(dir: &std::path::Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let source = dir.join("client.go");
+    let program = dir.join("go-client");
+    fs::write(&source, GO_CLIENT).unwrap();
+    run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&program)
+            .arg(&source)
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "")
+            .env("GOTOOLCHAIN", "local"),
+    );
+    program
+}
