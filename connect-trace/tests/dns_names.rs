@@ -153,6 +153,35 @@ fn go_pure_resolver_name() {
 }
 
 #[test]
+fn an_io_uring_connect_is_named() {
+    use std::os::fd::AsRawFd as _;
+
+    use io_uring::{squeue, types};
+
+    let daemon = dns_support::daemon(&[]);
+    let net = TestNet::start(
+        Zone::new().a("uring.example.test", "10.77.0.13", 300),
+        &["10.77.0.13/32"],
+    );
+    net.ask_udp(&wire("uring.example.test"), A);
+    let errno = net.run_in(|| {
+        let fd = common::socket(libc::AF_INET, libc::SOCK_STREAM);
+        let addr = common::RawAddr::inet("10.77.0.13".parse().unwrap(), 9);
+        common::uring::io_uring_connect(
+            types::Fd(fd.as_raw_fd()),
+            None,
+            &addr,
+            squeue::Flags::empty(),
+            None,
+        )
+    });
+    assert_eq!(errno, libc::ECONNREFUSED);
+    let record = record_to(&daemon, net.inode, "10.77.0.13");
+    assert_eq!(record["via"], "io_uring", "{record}");
+    assert_eq!(record["server_name"], "uring.example.test", "{record}");
+}
+
+#[test]
 fn dns_over_tcp_in_two_segments() {
     let port = common::free_port();
     let daemon = dns_support::daemon(&["--metrics", &port.to_string()]);
