@@ -55,6 +55,12 @@ pub struct Delivery {
     /// Attempts left out by `--container`, `--pod` or `--namespace` (which
     /// the kernel cannot test, and counts).
     pub records_filtered: u64,
+    /// Log records (one per attempt) the OTLP endpoint accepted.
+    pub otlp_exported: u64,
+    /// Log records never delivered over OTLP: no room in its queue, given
+    /// up after retries, refused by the endpoint, or still queued when the
+    /// daemon stopped.
+    pub otlp_dropped: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -69,6 +75,8 @@ pub struct Ledger {
     unresolved_capacity: AtomicU64,
     outcomes_unmatched: AtomicU64,
     handshakes_expired: AtomicU64,
+    otlp_exported: AtomicU64,
+    otlp_dropped: AtomicU64,
     /// Attempts the workload filter left out, counted where it runs.
     filtered: std::sync::OnceLock<std::sync::Arc<AtomicU64>>,
 }
@@ -115,6 +123,16 @@ impl Ledger {
             .fetch_add(expired, Ordering::Relaxed);
     }
 
+    /// Adds log records the OTLP endpoint accepted.
+    pub fn otlp_exported(&self, records: u64) {
+        self.otlp_exported.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Adds log records that will never reach the OTLP endpoint.
+    pub fn otlp_dropped(&self, records: u64) {
+        self.otlp_dropped.fetch_add(records, Ordering::Relaxed);
+    }
+
     /// The daemon's own counts, with the kernel's left at zero.
     pub fn daemon_counts(&self) -> Delivery {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
@@ -129,6 +147,8 @@ impl Ledger {
             outcomes_unmatched: load(&self.outcomes_unmatched),
             handshakes_expired: load(&self.handshakes_expired),
             records_filtered: self.filtered.get().map_or(0, |filtered| load(filtered)),
+            otlp_exported: load(&self.otlp_exported),
+            otlp_dropped: load(&self.otlp_dropped),
             ..Delivery::default()
         }
     }
@@ -171,6 +191,8 @@ impl Delivery {
             status_checks_unmatched,
             handshakes_expired,
             records_filtered,
+            otlp_exported,
+            otlp_dropped,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -181,7 +203,8 @@ impl Delivery {
              {outcomes_unmatched} outcomes without their call, \
              {status_checks_unmatched} status-check entries displaced, \
              {handshakes_expired} handshakes whose end the kernel never saw, \
-             {records_filtered} left out by workload filters"
+             {records_filtered} left out by workload filters, \
+             {otlp_exported} exported over OTLP, {otlp_dropped} not exported over OTLP (dropped)"
         )
     }
 }

@@ -8,10 +8,13 @@
 //!   with the delivery counts and the kernel's exact counts read at scrape
 //!   time, and with `--bpf-stats` what the programs cost
 //!   ([`program_stats`]).
+//! - [`otlp::OtlpSink`]: each attempt as an OpenTelemetry log record, and
+//!   the attempt metrics, over OTLP (gRPC or HTTP).
 
 pub mod http;
 pub mod json;
 pub mod jsonl;
+pub mod otlp;
 pub mod output;
 pub mod program_stats;
 pub mod prometheus;
@@ -72,6 +75,13 @@ pub trait Sink {
 
     /// The end of a batch: make what was taken visible.
     fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Nothing more will come: deliver what is still buffered, within a
+    /// bounded time, and count what cannot be. Called when the daemon
+    /// stops, before the final counts are taken.
+    fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
 

@@ -226,7 +226,8 @@ impl Pipeline {
 
     /// Ends the pipeline: what is still in `reader` is taken, attempts
     /// still waiting are reported as `in_progress`, a last summary is made
-    /// when `summaries` is set, and the sinks get the `stopped` record.
+    /// when `summaries` is set, the sinks deliver what they buffer
+    /// ([`Sink::close`]), and they get the `stopped` record.
     /// Returns the final counts.
     pub fn stop(
         &mut self,
@@ -245,6 +246,9 @@ impl Pipeline {
         self.end_batch()?;
         if summaries {
             self.summarize()?;
+        }
+        for sink in &mut self.downstream.sinks {
+            sink.close()?;
         }
         let stopped = Stopped {
             kind: "stopped",
