@@ -75,7 +75,7 @@ pub struct OtlpSink {
     worker: Option<Worker>,
     /// Attempts of this pipeline batch, not yet handed over.
     staged: Vec<QueuedAttempt>,
-    /// How many may be staged: the queue's room at the last hand-off.
+    /// How many may be staged: the queue's room when last asked.
     room: usize,
     /// Attempts of this batch that had no room.
     dropped: u64,
@@ -121,7 +121,7 @@ impl OtlpSink {
                     Transport::new(destination, &headers, timeout)
                         .map(|transport| Signal {
                             transport,
-                            url: destination.url.to_string(),
+                            url: destination.display_url(),
                         })
                         .map_err(OtlpError::Endpoint)
                 })
@@ -206,6 +206,10 @@ impl Sink for OtlpSink {
             self.delta.record(&report.resolved);
         }
         if self.logs {
+            if self.staged.len() >= self.room {
+                // The exporter may have made room since the last hand-off.
+                self.room = self.queue.room();
+            }
             if self.staged.len() < self.room {
                 self.staged.push(QueuedAttempt::new(report, &self.clock));
             } else {

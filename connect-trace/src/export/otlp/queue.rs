@@ -8,7 +8,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use tokio::sync::Notify;
@@ -74,6 +77,9 @@ pub struct Queue {
     /// Wakes the exporter.
     pub ready: Notify,
     ledger: Arc<Ledger>,
+    /// How many attempts are queued, as of the last change: read without
+    /// the lock by the sink when the room it was given runs out.
+    queued: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +110,7 @@ impl Queue {
             batch,
             ready: Notify::new(),
             ledger,
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -115,8 +122,8 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes `chunk` (the sink never stages more than the room it was last
-    /// given, so it always fits), counts `dropped` attempts that had no
+    /// Takes `chunk` (the sink never stages more than the queue's room, so
+    /// it always fits: only the exporter takes from the queue), counts `dropped` attempts that had no
     /// room, and returns the room now left and an empty vector to stage
     /// the next ones in.
     pub fn push(&self, chunk: Chunk, dropped: u64) -> (usize, Vec<QueuedAttempt>) {
@@ -131,6 +138,7 @@ impl Queue {
             state.chunks.push_back(chunk);
             state.queued >= self.batch
         };
+        self.queued.store(state.queued, Ordering::Relaxed);
         let room = self.max.saturating_sub(state.queued);
         let spare = state.spare.pop().unwrap_or_default();
         drop(state);
@@ -138,6 +146,11 @@ impl Queue {
             self.ready.notify_one();
         }
         (room, spare)
+    }
+
+    /// How many more attempts fit now (one atomic load, no lock).
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.queued.load(Ordering::Relaxed))
     }
 
     /// Attempts waiting now.
@@ -176,6 +189,7 @@ impl Queue {
         }
         state.queued -= count;
         state.in_flight += count;
+        self.queued.store(state.queued, Ordering::Relaxed);
         Some(taken)
     }
 
@@ -210,6 +224,7 @@ impl Queue {
         let count = state.queued as u64;
         state.chunks.clear();
         state.queued = 0;
+        self.queued.store(0, Ordering::Relaxed);
         if !state.abandoned {
             self.ledger.otlp_dropped(count);
         }
@@ -227,6 +242,7 @@ impl Queue {
         let count = (state.queued + state.in_flight) as u64;
         state.chunks.clear();
         state.queued = 0;
+        self.queued.store(0, Ordering::Relaxed);
         state.abandoned = true;
         self.ledger.otlp_dropped(count);
         count
@@ -273,9 +289,11 @@ mod tests {
         assert_eq!(room, 7);
         let (room, _) = queue.push(chunk(5), 2);
         assert_eq!(room, 2);
+        assert_eq!(queue.room(), 2);
         let first = queue.take(4).unwrap();
         assert_eq!(first.iter().map(|c| c.attempts.len()).sum::<usize>(), 4);
         assert_eq!(queue.len(), 4);
+        assert_eq!(queue.room(), 6);
         queue.settle(first, 4, 0);
         let second = queue.take(4).unwrap();
         assert_eq!(queue.take(4).map(|c| c.len()), None);

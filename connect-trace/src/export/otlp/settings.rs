@@ -80,6 +80,18 @@ pub struct Destination {
     pub url: Uri,
 }
 
+impl Destination {
+    /// The URL as people write it (`http://collector:4317`, without the
+    /// `/` a bare authority is given).
+    pub fn display_url(&self) -> String {
+        let url = self.url.to_string();
+        match url.strip_suffix('/') {
+            Some(bare) if self.url.path() == "/" => bare.to_owned(),
+            _ => url,
+        }
+    }
+}
+
 /// What the command line gave (clap has already applied the variables of
 /// these options).
 #[derive(Debug, Clone, Default)]
@@ -493,6 +505,7 @@ mod tests {
         let logs = grpc.logs.unwrap();
         assert_eq!(logs.protocol, Protocol::Grpc);
         assert_eq!(logs.url, "http://collector:4317/");
+        assert_eq!(logs.display_url(), "http://collector:4317");
     }
 
     #[test]
