@@ -102,6 +102,7 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || {
+                yield_to_the_pipeline();
                 runtime.block_on(run(plan, closing_seen));
                 let _ = finished.send(());
             })?;
@@ -131,6 +132,26 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.closing.send_replace(true);
+    }
+}
+
+/// How much lower than the daemon's the exporter's scheduling priority
+/// is: its nice value is raised by this much.
+const NICER: libc::c_int = 10;
+
+/// Lowers this thread's priority (and that of the threads it starts, such
+/// as the name resolver's), so that when the CPUs are busy the pipeline
+/// gets them first: the exporter then falls behind, its queue fills and
+/// records are dropped and counted, rather than the ring buffer
+/// overflowing. On Linux the nice value belongs to the thread.
+fn yield_to_the_pipeline() {
+    // SAFETY: nice only changes the calling thread's nice value; raising
+    // it needs no privilege.
+    if unsafe { libc::nice(NICER) } == -1 {
+        tracing::debug!(
+            "could not lower the OTLP exporter's priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -463,7 +484,7 @@ impl LogExport {
 }
 
 /// The request for a batch of log records.
-fn logs_request(
+pub(super) fn logs_request(
     batch: &[Chunk],
     resource: &Resource,
     scope: &InstrumentationScope,

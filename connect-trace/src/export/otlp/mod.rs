@@ -240,3 +240,147 @@ impl Sink for OtlpSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{hint::black_box, time::Instant};
+
+    use prost::Message as _;
+
+    use super::{
+        settings::{Destination, Protocol},
+        *,
+    };
+    use crate::{
+        decode::{ConnectAttempt, attempt::tests::sample_record},
+        resolve::{Outcome, ResolvedAttempt},
+        workload::{Container, Metadata, Workload},
+    };
+
+    fn reports() -> Vec<AttemptReport> {
+        let workload = Arc::new(Workload {
+            cgroup_id: 7,
+            cgroup: Some(Arc::from("/docker/abc")),
+            cgroup_v1: false,
+            container: Some(Container {
+                id: Arc::from("abc"),
+                name: Some(Arc::from("web")),
+                image: Some(Arc::from("nginx:1")),
+                runtime: None,
+            }),
+            pod: None,
+            metadata: Metadata::Known,
+        });
+        [
+            Outcome::Failed(Some(111)),
+            Outcome::Connected,
+            Outcome::Canceled,
+            Outcome::Failed(Some(110)),
+        ]
+        .into_iter()
+        .map(|outcome| AttemptReport {
+            resolved: ResolvedAttempt {
+                attempt: ConnectAttempt::from_record(sample_record()),
+                outcome,
+                handshake_ns: Some(40_000),
+                repeat: false,
+            },
+            workload: Some(Arc::clone(&workload)),
+        })
+        .collect()
+    }
+
+    /// What the sink costs per attempt on the pipeline's thread, and what
+    /// turning attempts into an encoded request costs on the exporter's.
+    /// A measurement, not a check: `cargo +1.99.1 test --release -p
+    /// connect-trace --lib export::otlp::tests::cost -- --ignored
+    /// --nocapture` (docs/otlp.md has the figures).
+    #[test]
+    #[ignore = "a measurement: run it by hand, in release mode"]
+    fn cost() {
+        let closed = Destination {
+            protocol: Protocol::Grpc,
+            url: "http://127.0.0.1:1".parse().unwrap(),
+        };
+        let settings = |max_queue| OtlpSettings {
+            logs: Some(closed.clone()),
+            metrics: Some(closed.clone()),
+            headers: Vec::new(),
+            resource: vec![("service.name".into(), "bench".into())],
+            timeout: Duration::from_secs(1),
+            metric_interval: Duration::from_secs(3600),
+            schedule_delay: Duration::from_secs(1),
+            max_queue,
+            max_batch: 512,
+        };
+        let reports = reports();
+        let events = 400_000;
+        // Pipeline batches of 64 attempts, as under a steady load.
+        let batch = 64;
+        for (what, max_queue, drained) in
+            [("queued", 8192, true), ("dropped (queue full)", 1, false)]
+        {
+            for round in 0..3 {
+                let ledger = Arc::new(Ledger::default());
+                let mut sink = OtlpSink::start(settings(max_queue), Arc::clone(&ledger)).unwrap();
+                // Stands for an exporter that keeps up (the real one finds
+                // the endpoint closed), so that vectors are reused as they
+                // are in a steady state.
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let drainer = drained.then(|| {
+                    let (queue, stop) = (Arc::clone(&sink.queue), Arc::clone(&stop));
+                    std::thread::spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            match queue.take(512) {
+                                Some(taken) => queue.settle(taken, 0, 0),
+                                None => std::thread::yield_now(),
+                            }
+                        }
+                    })
+                });
+                let started = Instant::now();
+                for index in 0..events {
+                    sink.attempt(black_box(&reports[index % reports.len()]))
+                        .unwrap();
+                    if index % batch == batch - 1 {
+                        sink.flush().unwrap();
+                    }
+                }
+                let per_event = started.elapsed().as_nanos() as f64 / events as f64;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(drainer) = drainer {
+                    drainer.join().unwrap();
+                }
+                println!(
+                    "sink, {what}, round {round}: {per_event:.0} ns per attempt ({} of {events} dropped)",
+                    ledger.daemon_counts().otlp_dropped
+                );
+                // Abandon, do not wait for the exporter.
+                sink.queue.abandon();
+            }
+        }
+        let clock = WallClock::new();
+        let chunk = Chunk {
+            observed_unix_nano: 1,
+            attempts: (0..512)
+                .map(|index| QueuedAttempt::new(&reports[index % reports.len()], &clock))
+                .collect(),
+        };
+        let resource = mapping::resource(&[("service.name".into(), "bench".into())]);
+        let scope = mapping::scope();
+        let batch = [chunk];
+        for round in 0..3 {
+            let started = Instant::now();
+            let mut bytes = 0;
+            for _ in 0..100 {
+                let request = exporter::logs_request(&batch, &resource, &scope);
+                bytes += black_box(request.encode_to_vec()).len();
+            }
+            let per_record = started.elapsed().as_nanos() as f64 / (100.0 * 512.0);
+            println!(
+                "exporter, round {round}: {per_record:.0} ns per log record built and encoded ({} bytes each)",
+                bytes / (100 * 512)
+            );
+        }
+    }
+}
