@@ -15,15 +15,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceRequest,
-    common::v1::InstrumentationScope,
-    logs::v1::{ResourceLogs, ScopeLogs},
-    resource::v1::Resource,
-};
+use hyper::body::Bytes;
+use opentelemetry_proto::tonic::{common::v1::InstrumentationScope, resource::v1::Resource};
+use prost::Message as _;
 use tokio::sync::watch;
 
 use super::{
+    encode::LogEncoder,
     mapping,
     metrics::AttemptMetrics,
     queue::{Chunk, Queue, unix_nanos},
@@ -177,8 +175,7 @@ async fn run(plan: Plan, closing: watch::Receiver<bool>) {
                 signal,
                 queue: Arc::clone(&queue),
                 stats: Arc::clone(&stats),
-                resource: resource.clone(),
-                scope: scope.clone(),
+                encoder: LogEncoder::new(&resource, &scope),
                 timeout,
                 max_batch,
                 closing: Closing::new(closing.clone()),
@@ -375,8 +372,7 @@ struct LogExport {
     health: Health,
     queue: Arc<Queue>,
     stats: Arc<ExportStats>,
-    resource: Resource,
-    scope: InstrumentationScope,
+    encoder: LogEncoder,
     timeout: Duration,
     max_batch: usize,
     closing: Closing,
@@ -414,28 +410,25 @@ impl LogExport {
     /// counts its fate. Returns whether it was delivered.
     async fn deliver(&mut self, batch: Vec<Chunk>) -> bool {
         let count: u64 = batch.iter().map(|chunk| chunk.attempts.len() as u64).sum();
+        let body = Bytes::from(self.encoder.request(&batch));
         let mut backoff = Backoff::new(LOGS_GIVE_UP_AFTER);
         loop {
             let closing = self.closing.now();
             let limit = self.closing.limit(self.timeout);
-            let result = if limit.is_zero() {
-                Err(ExportError {
-                    retryable: false,
-                    retry_after: None,
-                    message: "no time left before the daemon stops".into(),
-                })
-            } else {
-                let request = logs_request(&batch, &self.resource, &self.scope);
-                tokio::time::timeout(limit, self.signal.transport.export_logs(request))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ExportError {
-                            retryable: true,
-                            retry_after: None,
-                            message: format!("no answer within {limit:?}"),
-                        })
+            if limit.is_zero() {
+                // The daemon is stopping and its time for this is up.
+                self.queue.settle(batch, 0, count);
+                return false;
+            }
+            let result = tokio::time::timeout(limit, self.signal.transport.export(body.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ExportError {
+                        retryable: true,
+                        retry_after: None,
+                        message: format!("no answer within {limit:?}"),
                     })
-            };
+                });
             match result {
                 Ok(accepted) => {
                     let rejected = accepted.rejected.min(count);
@@ -480,34 +473,6 @@ impl LogExport {
             self.signal.url,
             count - rejected
         );
-    }
-}
-
-/// The request for a batch of log records.
-pub(super) fn logs_request(
-    batch: &[Chunk],
-    resource: &Resource,
-    scope: &InstrumentationScope,
-) -> ExportLogsServiceRequest {
-    let log_records = batch
-        .iter()
-        .flat_map(|chunk| {
-            chunk
-                .attempts
-                .iter()
-                .map(|attempt| mapping::log_record(attempt, chunk.observed_unix_nano))
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(resource.clone()),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(scope.clone()),
-                log_records,
-                ..ScopeLogs::default()
-            }],
-            ..ResourceLogs::default()
-        }],
     }
 }
 
@@ -561,6 +526,7 @@ impl MetricExport {
         }) {
             return;
         }
+        let body = Bytes::from(request.encode_to_vec());
         let mut backoff = Backoff::new((self.interval / 2).min(LOGS_GIVE_UP_AFTER));
         loop {
             let closing = self.closing.now();
@@ -568,16 +534,15 @@ impl MetricExport {
             if limit.is_zero() {
                 return;
             }
-            let result =
-                tokio::time::timeout(limit, self.signal.transport.export_metrics(request.clone()))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ExportError {
-                            retryable: true,
-                            retry_after: None,
-                            message: format!("no answer within {limit:?}"),
-                        })
-                    });
+            let result = tokio::time::timeout(limit, self.signal.transport.export(body.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ExportError {
+                        retryable: true,
+                        retry_after: None,
+                        message: format!("no answer within {limit:?}"),
+                    })
+                });
             match result {
                 Ok(accepted) => {
                     self.health.succeeded(None);

@@ -2,15 +2,17 @@
 //! the OpenTelemetry semantic conventions where they name a fact, and the
 //! `connect_trace.` prefix for our own (docs/otlp.md maps every field).
 //!
-//! Runs on the exporter's thread, never on the pipeline's: this is where
-//! the formatting and the allocations are.
+//! The mapping is written once, as calls on an [`Attributes`] visitor:
+//! [`super::encode`] writes them straight into the protobuf encoding, and
+//! the tests collect them. It runs on the exporter's thread, never on the
+//! pipeline's, and allocates only for text that is not already at hand.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{borrow::Cow, fmt::Write as _, io::Write as _, net::IpAddr};
 
 use connect_trace_common::family;
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
-    logs::v1::{LogRecord, SeverityNumber},
+    logs::v1::SeverityNumber,
     resource::v1::Resource,
 };
 
@@ -38,37 +40,45 @@ pub fn resource(attributes: &[(String, String)]) -> Resource {
     Resource {
         attributes: attributes
             .iter()
-            .map(|(key, value)| string(key, value.clone()))
+            .map(|(key, value)| KeyValue {
+                key: key.clone(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(value.clone())),
+                }),
+                ..KeyValue::default()
+            })
             .collect(),
         ..Resource::default()
     }
 }
 
-/// The log record of one attempt; `observed_unix_nano` is when the
-/// pipeline handed it over.
-pub fn log_record(queued: &QueuedAttempt, observed_unix_nano: u64) -> LogRecord {
-    let failure = queued.resolved.outcome.is_failure();
-    let (severity, severity_text) = if failure {
+/// The severity of an attempt's record: WARN for a failure, INFO
+/// otherwise; as a number and as text.
+pub fn severity(queued: &QueuedAttempt) -> (SeverityNumber, &'static str) {
+    if queued.resolved.outcome.is_failure() {
         (SeverityNumber::Warn, "WARN")
     } else {
         (SeverityNumber::Info, "INFO")
-    };
-    LogRecord {
-        time_unix_nano: queued.time_unix_nano,
-        observed_time_unix_nano: observed_unix_nano,
-        severity_number: severity as i32,
-        severity_text: severity_text.into(),
-        body: Some(AnyValue {
-            value: Some(Value::StringValue(sentence(queued))),
-        }),
-        attributes: attributes(queued),
-        event_name: EVENT_NAME.into(),
-        ..LogRecord::default()
     }
 }
 
-/// The attributes of an attempt's log record.
-pub fn attributes(queued: &QueuedAttempt) -> Vec<KeyValue> {
+/// Takes the attributes of a log record, one at a time.
+pub trait Attributes {
+    /// A string attribute.
+    fn text(&mut self, key: &str, value: &str);
+    /// An integer attribute.
+    fn int(&mut self, key: &str, value: i64);
+    /// A boolean attribute.
+    fn boolean(&mut self, key: &str, value: bool);
+    /// A floating-point attribute.
+    fn double(&mut self, key: &str, value: f64);
+}
+
+/// Longest IP text: a full IPv6 address with an embedded IPv4 one.
+const IP_TEXT_MAX: usize = 48;
+
+/// The attributes of an attempt's log record, in order.
+pub fn attributes(queued: &QueuedAttempt, out: &mut impl Attributes) {
     let QueuedAttempt {
         resolved,
         workload,
@@ -77,14 +87,14 @@ pub fn attributes(queued: &QueuedAttempt) -> Vec<KeyValue> {
     } = queued;
     let attempt = &resolved.attempt;
     let destination = attempt.destination();
-    let mut out = Vec::with_capacity(24);
 
     // The peer, as the semantic conventions' network attributes name it.
-    if let Some(address) = peer_address(destination.address) {
-        out.push(string("network.peer.address", address));
+    let mut ip_text = [0u8; IP_TEXT_MAX];
+    if let Some(address) = peer_address(destination.address, &mut ip_text) {
+        out.text("network.peer.address", &address);
     }
     if let Some(port) = destination.port {
-        out.push(int("network.peer.port", i64::from(port)));
+        out.int("network.peer.port", i64::from(port));
     }
     // A SYN went out: TCP (or MPTCP, which runs over it). Without one the
     // record does not say whether an inet socket was TCP or UDP.
@@ -95,41 +105,41 @@ pub fn attributes(queued: &QueuedAttempt) -> Vec<KeyValue> {
         _ => None,
     };
     if let Some(transport) = transport {
-        out.push(string("network.transport", transport));
+        out.text("network.transport", transport);
     }
     match destination.family {
-        Some(Family::Inet) => out.push(string("network.type", "ipv4")),
-        Some(Family::Inet6) => out.push(string("network.type", "ipv6")),
+        Some(Family::Inet) => out.text("network.type", "ipv4"),
+        Some(Family::Inet6) => out.text("network.type", "ipv6"),
         _ => {}
     }
     // The name the program asked for, when one is known (#14): never a
     // reverse lookup of the address.
     if let Some(name) = server_name {
-        out.push(string("server.address", name.to_string()));
+        out.text("server.address", name);
     }
     if let Some(error) = error_type(resolved.outcome) {
-        out.push(string("error.type", error));
+        out.text("error.type", &error);
     }
 
     // Who made the call.
-    out.push(int("process.pid", i64::from(attempt.pid())));
-    out.push(int("thread.id", i64::from(attempt.tid())));
-    out.push(string(
+    out.int("process.pid", i64::from(attempt.pid()));
+    out.int("thread.id", i64::from(attempt.tid()));
+    out.text(
         "process.executable.name",
-        String::from_utf8_lossy(attempt.comm()).into_owned(),
-    ));
-    out.push(int("process.real_user.id", i64::from(attempt.uid())));
+        &String::from_utf8_lossy(attempt.comm()),
+    );
+    out.int("process.real_user.id", i64::from(attempt.uid()));
     if let Some(workload) = workload {
         if let Some(container) = &workload.container {
-            out.push(string("container.id", container.id.to_string()));
+            out.text("container.id", &container.id);
             if let Some(name) = &container.name {
-                out.push(string("container.name", name.to_string()));
+                out.text("container.name", name);
             }
             if let Some(image) = &container.image {
-                out.push(string("container.image.name", image.to_string()));
+                out.text("container.image.name", image);
             }
             if let Some(runtime) = container.runtime {
-                out.push(string("container.runtime.name", runtime.as_str()));
+                out.text("container.runtime.name", runtime.as_str());
             }
         }
         if let Some(pod) = &workload.pod {
@@ -141,166 +151,158 @@ pub fn attributes(queued: &QueuedAttempt) -> Vec<KeyValue> {
             ];
             for (key, value) in named {
                 if let Some(value) = value {
-                    out.push(string(key, value.to_string()));
+                    out.text(key, value);
                 }
             }
         }
         if let Some(cgroup) = &workload.cgroup {
-            out.push(string("connect_trace.cgroup", cgroup.to_string()));
+            out.text("connect_trace.cgroup", cgroup);
         }
     }
 
     // Our own facts.
     let errno = attempt.errno();
-    out.push(string("connect_trace.outcome", resolved.outcome.name()));
-    out.push(int("connect_trace.errno", i64::from(errno)));
+    out.text("connect_trace.outcome", resolved.outcome.name());
+    out.int("connect_trace.errno", i64::from(errno));
     if let Some(name) = errno::name(errno) {
-        out.push(string("connect_trace.errno_name", name));
+        out.text("connect_trace.errno_name", name);
     }
     if let Some(final_errno) = resolved.outcome.final_errno() {
-        out.push(int("connect_trace.final_errno", i64::from(final_errno)));
+        out.int("connect_trace.final_errno", i64::from(final_errno));
     }
     if let Some(class) = resolved.outcome.final_errno().and_then(errno::class_name) {
-        out.push(string("connect_trace.error_class", class));
+        out.text("connect_trace.error_class", class);
     } else if resolved.outcome == Outcome::Canceled {
-        out.push(string("connect_trace.error_class", "canceled"));
+        out.text("connect_trace.error_class", "canceled");
     }
-    out.push(boolean("connect_trace.repeat", resolved.repeat));
-    out.push(double(
+    out.boolean("connect_trace.repeat", resolved.repeat);
+    out.double(
         "connect_trace.syscall.duration",
         seconds(attempt.latency_ns()),
-    ));
+    );
     if let Some(ns) = resolved.handshake_ns {
-        out.push(double("connect_trace.handshake.duration", seconds(ns)));
+        out.double("connect_trace.handshake.duration", seconds(ns));
     }
-    out.push(string(
-        "connect_trace.family",
-        family::label(attempt.family_slot()),
-    ));
+    out.text("connect_trace.family", family::label(attempt.family_slot()));
     if let Some(problem) = destination.problem {
-        out.push(string("connect_trace.addr_error", problem.name()));
+        out.text("connect_trace.addr_error", problem.name());
     }
-    out.push(int(
+    out.int(
         "connect_trace.cgroup_id",
         i64::try_from(attempt.cgroup_id()).unwrap_or(i64::MAX),
-    ));
+    );
     if let Some(netns) = attempt.netns() {
-        out.push(int("connect_trace.netns", i64::from(netns)));
+        out.int("connect_trace.netns", i64::from(netns));
     }
     // `connect_trace.via` (how the connect was made: syscall, io_uring,
     // ...) goes here once the kernel reports it (#12).
-    out
 }
 
 /// `error.type`: the final errno's name, `canceled`, or `_OTHER` (the
 /// conventions' word for an error without a name); `None` when the
 /// attempt did not fail.
-pub fn error_type(outcome: Outcome) -> Option<String> {
+pub fn error_type(outcome: Outcome) -> Option<Cow<'static, str>> {
     match outcome {
         Outcome::Failed(Some(errno)) => {
-            Some(errno::name(errno).map_or_else(|| errno.to_string(), str::to_owned))
+            Some(errno::name(errno).map_or_else(|| Cow::Owned(errno.to_string()), Cow::Borrowed))
         }
-        Outcome::Failed(None) => Some("_OTHER".into()),
-        Outcome::Canceled => Some("canceled".into()),
+        Outcome::Failed(None) => Some(Cow::Borrowed("_OTHER")),
+        Outcome::Canceled => Some(Cow::Borrowed("canceled")),
         Outcome::Connected | Outcome::InProgress => None,
     }
 }
 
-/// The peer's address as text: the IP, the unix socket's path, or `@` and
-/// an abstract socket's name (bytes that are not UTF-8 become U+FFFD; the
-/// JSON record keeps them exactly).
-fn peer_address(address: Address<'_>) -> Option<String> {
-    match address {
-        Address::None => None,
-        Address::V4(ip) => Some(IpAddr::V4(ip).to_string()),
-        Address::V6(ip) => Some(IpAddr::V6(ip).to_string()),
-        Address::UnixPath(path) => Some(String::from_utf8_lossy(path).into_owned()),
-        Address::UnixAbstract(name) => Some(format!("@{}", String::from_utf8_lossy(name))),
+/// The peer's address as text: the IP (written into `ip_text`), the unix
+/// socket's path, or `@` and an abstract socket's name (bytes that are not
+/// UTF-8 become U+FFFD; the JSON record keeps them exactly).
+fn peer_address<'a>(
+    address: Address<'a>,
+    ip_text: &'a mut [u8; IP_TEXT_MAX],
+) -> Option<Cow<'a, str>> {
+    let ip = match address {
+        Address::None => return None,
+        Address::V4(ip) => IpAddr::V4(ip),
+        Address::V6(ip) => IpAddr::V6(ip),
+        Address::UnixPath(path) => return Some(String::from_utf8_lossy(path)),
+        Address::UnixAbstract(name) => {
+            return Some(Cow::Owned(format!("@{}", String::from_utf8_lossy(name))));
+        }
+    };
+    let mut cursor = std::io::Cursor::new(&mut ip_text[..]);
+    if write!(cursor, "{ip}").is_err() {
+        return Some(Cow::Owned(ip.to_string()));
     }
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&ip_text[..len]).ok().map(Cow::Borrowed)
 }
 
-/// The body: one short sentence for people, such as
+/// Writes the body into `out`: one short sentence for people, such as
 /// `curl (pid 4618) could not connect to 127.0.0.1:1: ECONNREFUSED`.
-pub fn sentence(queued: &QueuedAttempt) -> String {
+pub fn sentence(queued: &QueuedAttempt, out: &mut String) {
     let resolved = &queued.resolved;
     let attempt = &resolved.attempt;
     let destination = attempt.destination();
-    let mut to = match (peer_address(destination.address), destination.port) {
-        (Some(ip), Some(port)) if destination.family == Some(Family::Inet6) => {
-            format!("[{ip}]:{port}")
-        }
-        (Some(ip), Some(port)) => format!("{ip}:{port}"),
-        (Some(path), None) => path,
-        (None, _) => match destination.family {
-            Some(Family::Unspec) => "AF_UNSPEC (dissolving the association)".to_owned(),
-            _ => "an address it could not read".to_owned(),
-        },
-    };
-    if let Some(name) = &queued.server_name {
-        to = format!("{name} ({to})");
-    }
-    let who = format!(
-        "{} (pid {})",
+    let mut ip_text = [0u8; IP_TEXT_MAX];
+    let address = peer_address(destination.address, &mut ip_text);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{} (pid {}) ",
         String::from_utf8_lossy(attempt.comm()),
         attempt.pid()
     );
-    let mut text = if resolved.repeat {
-        format!("{who} called connect() again on its socket to {to} (a repeat, not a new attempt)")
+    let before_destination = |out: &mut String| {
+        let _ = match (resolved.repeat, resolved.outcome) {
+            (true, _) => write!(out, "called connect() again on its socket to "),
+            (false, Outcome::Connected) => write!(out, "connected to "),
+            (false, Outcome::Failed(_)) => write!(out, "could not connect to "),
+            (false, Outcome::Canceled) => write!(out, "canceled its connect to "),
+            (false, Outcome::InProgress) => write!(out, "was still connecting to "),
+        };
+    };
+    before_destination(out);
+    if let Some(name) = &queued.server_name {
+        let _ = write!(out, "{name} (");
+    }
+    let _ = match (&address, destination.port) {
+        (Some(ip), Some(port)) if destination.family == Some(Family::Inet6) => {
+            write!(out, "[{ip}]:{port}")
+        }
+        (Some(ip), Some(port)) => write!(out, "{ip}:{port}"),
+        (Some(path), None) => write!(out, "{path}"),
+        (None, _) => match destination.family {
+            Some(Family::Unspec) => write!(out, "AF_UNSPEC (dissolving the association)"),
+            _ => write!(out, "an address it could not read"),
+        },
+    };
+    if queued.server_name.is_some() {
+        out.push(')');
+    }
+    let _ = if resolved.repeat {
+        match errno::name(attempt.errno()) {
+            Some(name) => write!(out, " (a repeat, not a new attempt): {name}"),
+            None => write!(out, " (a repeat, not a new attempt)"),
+        }
     } else {
         match resolved.outcome {
-            Outcome::Connected => format!("{who} connected to {to}"),
-            Outcome::Failed(Some(errno)) => format!(
-                "{who} could not connect to {to}: {}",
-                errno::name(errno).map_or_else(|| format!("errno {errno}"), str::to_owned)
-            ),
-            Outcome::Failed(None) => {
-                format!("{who} could not connect to {to} (the kernel did not say why)")
-            }
-            Outcome::Canceled => format!("{who} canceled its connect to {to} before it completed"),
-            Outcome::InProgress => {
-                format!("{who} was still connecting to {to} when connect-trace stopped waiting")
-            }
+            Outcome::Connected => Ok(()),
+            Outcome::Failed(Some(errno)) => match errno::name(errno) {
+                Some(name) => write!(out, ": {name}"),
+                None => write!(out, ": errno {errno}"),
+            },
+            Outcome::Failed(None) => write!(out, " (the kernel did not say why)"),
+            Outcome::Canceled => write!(out, " before it completed"),
+            Outcome::InProgress => write!(out, " when connect-trace stopped waiting"),
         }
     };
-    if resolved.repeat
-        && let Some(name) = errno::name(attempt.errno())
-    {
-        // Writing to a String cannot fail.
-        let _ = write!(text, ": {name}");
-    }
-    text
 }
 
 fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-fn string(key: &str, value: impl Into<String>) -> KeyValue {
-    attribute(key, Value::StringValue(value.into()))
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    attribute(key, Value::IntValue(value))
-}
-
-fn boolean(key: &str, value: bool) -> KeyValue {
-    attribute(key, Value::BoolValue(value))
-}
-
-fn double(key: &str, value: f64) -> KeyValue {
-    attribute(key, Value::DoubleValue(value))
-}
-
-fn attribute(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{collections::BTreeMap, sync::Arc};
 
     use connect_trace_common::abi::ConnectRecord;
@@ -312,7 +314,48 @@ mod tests {
         workload::{Container, Metadata, Pod, Runtime, Workload},
     };
 
-    fn queued(record: ConnectRecord, outcome: Outcome, handshake_ns: Option<u64>) -> QueuedAttempt {
+    /// An attribute's value, as the tests compare them.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) enum Seen {
+        Text(String),
+        Int(i64),
+        Bool(bool),
+        Double(f64),
+    }
+
+    /// Collects attributes by key, refusing a key seen twice.
+    #[derive(Debug, Default)]
+    pub(crate) struct Collected(pub(crate) BTreeMap<String, Seen>);
+
+    impl Collected {
+        fn put(&mut self, key: &str, value: Seen) {
+            assert!(
+                self.0.insert(key.to_owned(), value).is_none(),
+                "{key} twice"
+            );
+        }
+    }
+
+    impl Attributes for Collected {
+        fn text(&mut self, key: &str, value: &str) {
+            self.put(key, Seen::Text(value.to_owned()));
+        }
+        fn int(&mut self, key: &str, value: i64) {
+            self.put(key, Seen::Int(value));
+        }
+        fn boolean(&mut self, key: &str, value: bool) {
+            self.put(key, Seen::Bool(value));
+        }
+        fn double(&mut self, key: &str, value: f64) {
+            self.put(key, Seen::Double(value));
+        }
+    }
+
+    pub(crate) fn queued(
+        record: ConnectRecord,
+        outcome: Outcome,
+        handshake_ns: Option<u64>,
+    ) -> QueuedAttempt {
         QueuedAttempt {
             resolved: ResolvedAttempt {
                 attempt: ConnectAttempt::from_record(record),
@@ -326,56 +369,62 @@ mod tests {
         }
     }
 
-    fn by_key(attributes: &[KeyValue]) -> BTreeMap<String, Value> {
-        attributes
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap().value.unwrap()))
-            .collect()
+    fn collect(queued: &QueuedAttempt) -> BTreeMap<String, Seen> {
+        let mut collected = Collected::default();
+        attributes(queued, &mut collected);
+        collected.0
+    }
+
+    fn said(queued: &QueuedAttempt) -> String {
+        let mut text = String::new();
+        sentence(queued, &mut text);
+        text
+    }
+
+    fn text(value: &str) -> Seen {
+        Seen::Text(value.to_owned())
     }
 
     #[test]
     fn a_refused_connect_names_the_peer_and_the_error() {
-        let record = sample_record();
-        let attempt = ConnectAttempt::from_record(record);
-        let item = queued(record, Outcome::Failed(Some(111)), Some(42_000));
-        let attributes = by_key(&attributes(&item));
-        let text = |key: &str| match &attributes[key] {
-            Value::StringValue(text) => text.clone(),
-            other => panic!("{key}: {other:?}"),
-        };
-        assert_eq!(text("error.type"), "ECONNREFUSED");
-        assert_eq!(text("connect_trace.outcome"), "failed");
-        assert_eq!(text("connect_trace.error_class"), "refused");
-        assert_eq!(
-            attributes["process.pid"],
-            Value::IntValue(i64::from(attempt.pid()))
-        );
+        let item = queued(sample_record(), Outcome::Failed(Some(111)), Some(42_000));
+        let attributes = collect(&item);
+        assert_eq!(attributes["network.peer.address"], text("127.0.0.1"));
+        assert_eq!(attributes["network.peer.port"], Seen::Int(80));
+        assert_eq!(attributes["network.type"], text("ipv4"));
+        assert_eq!(attributes["error.type"], text("ECONNREFUSED"));
+        assert_eq!(attributes["connect_trace.outcome"], text("failed"));
+        assert_eq!(attributes["connect_trace.error_class"], text("refused"));
+        assert_eq!(attributes["process.pid"], Seen::Int(42));
         assert_eq!(
             attributes["connect_trace.handshake.duration"],
-            Value::DoubleValue(42e-6)
+            Seen::Double(42e-6)
         );
         assert!(!attributes.contains_key("server.address"));
         assert!(!attributes.contains_key("container.id"));
-        let record = log_record(&item, 2);
-        assert_eq!(record.severity_number, SeverityNumber::Warn as i32);
-        assert_eq!(record.event_name, EVENT_NAME);
+        assert_eq!(severity(&item).1, "WARN");
+        assert_eq!(
+            said(&item),
+            "curl (pid 42) could not connect to 127.0.0.1:80: ECONNREFUSED"
+        );
     }
 
     #[test]
     fn success_has_no_error_type_and_is_info() {
         let item = queued(sample_record(), Outcome::Connected, Some(1));
-        let attributes = by_key(&attributes(&item));
+        let attributes = collect(&item);
         assert!(!attributes.contains_key("error.type"));
-        assert_eq!(attributes["connect_trace.final_errno"], Value::IntValue(0));
-        assert_eq!(
-            log_record(&item, 2).severity_number,
-            SeverityNumber::Info as i32
-        );
+        assert_eq!(attributes["connect_trace.final_errno"], Seen::Int(0));
+        assert_eq!(severity(&item).1, "INFO");
+        assert_eq!(said(&item), "curl (pid 42) connected to 127.0.0.1:80");
         let canceled = queued(sample_record(), Outcome::Canceled, Some(1));
-        let named = by_key(&super::attributes(&canceled));
-        assert_eq!(named["error.type"], Value::StringValue("canceled".into()));
+        let named = collect(&canceled);
+        assert_eq!(named["error.type"], text("canceled"));
         assert!(!named.contains_key("connect_trace.final_errno"));
-        assert!(sentence(&canceled).contains("canceled its connect"));
+        assert_eq!(
+            said(&canceled),
+            "curl (pid 42) canceled its connect to 127.0.0.1:80 before it completed"
+        );
     }
 
     #[test]
@@ -400,7 +449,7 @@ mod tests {
             }),
             metadata: Metadata::Known,
         }));
-        let attributes = by_key(&attributes(&item));
+        let attributes = collect(&item);
         for (key, value) in [
             ("server.address", "db.internal"),
             ("container.id", "abc"),
@@ -409,21 +458,40 @@ mod tests {
             ("k8s.pod.name", "web-1"),
             ("k8s.namespace.name", "shop"),
             ("k8s.container.name", "app"),
+            ("connect_trace.cgroup", "/kubepods/pod1/abc"),
             ("error.type", "ETIMEDOUT"),
         ] {
-            assert_eq!(attributes[key], Value::StringValue(value.into()), "{key}");
+            assert_eq!(attributes[key], text(value), "{key}");
         }
         assert!(!attributes.contains_key("k8s.pod.uid"));
-        assert!(
-            sentence(&item).contains("db.internal ("),
-            "{}",
-            sentence(&item)
+        assert_eq!(
+            said(&item),
+            "curl (pid 42) could not connect to db.internal (127.0.0.1:80): ETIMEDOUT"
         );
     }
 
     #[test]
     fn unknown_errors_are_other() {
         assert_eq!(error_type(Outcome::Failed(None)).as_deref(), Some("_OTHER"));
+        assert_eq!(
+            error_type(Outcome::Failed(Some(4000))).as_deref(),
+            Some("4000")
+        );
         assert_eq!(error_type(Outcome::InProgress), None);
+    }
+
+    #[test]
+    fn ipv6_and_unix_peers() {
+        let mut peer = [0u8; IP_TEXT_MAX];
+        let full = "1111:2222:3333:4444:5555:6666:7777:8888".parse().unwrap();
+        assert_eq!(
+            peer_address(Address::V6(full), &mut peer).as_deref(),
+            Some("1111:2222:3333:4444:5555:6666:7777:8888")
+        );
+        let mut peer = [0u8; IP_TEXT_MAX];
+        assert_eq!(
+            peer_address(Address::UnixAbstract(b"bus\xff"), &mut peer).as_deref(),
+            Some("@bus\u{fffd}")
+        );
     }
 }

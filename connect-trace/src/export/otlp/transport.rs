@@ -10,19 +10,14 @@ use hyper::{
     Request, StatusCode, Uri,
     body::Bytes,
     header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT},
+    http::uri::PathAndQuery,
 };
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{
-        ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient,
-    },
-    metrics::v1::{
-        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-        metrics_service_client::MetricsServiceClient,
-    },
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
 };
 use prost::Message;
 use tonic::{
@@ -36,6 +31,15 @@ use super::settings::{Destination, Protocol};
 /// The largest response body read (a status message; OTLP responses are
 /// small).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What a transport sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `ExportLogsServiceRequest`s.
+    Logs,
+    /// `ExportMetricsServiceRequest`s.
+    Metrics,
+}
 
 /// Why an export failed.
 #[derive(Debug, Clone)]
@@ -74,8 +78,38 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// An export response: what it says was rejected.
+trait Response: Message + Default + Send + 'static {
+    fn accepted(self) -> Accepted;
+}
+
+impl Response for ExportLogsServiceResponse {
+    fn accepted(self) -> Accepted {
+        let partial = self.partial_success.unwrap_or_default();
+        Accepted {
+            rejected: u64::try_from(partial.rejected_log_records).unwrap_or(0),
+            message: partial.error_message,
+        }
+    }
+}
+
+impl Response for ExportMetricsServiceResponse {
+    fn accepted(self) -> Accepted {
+        let partial = self.partial_success.unwrap_or_default();
+        Accepted {
+            rejected: u64::try_from(partial.rejected_data_points).unwrap_or(0),
+            message: partial.error_message,
+        }
+    }
+}
+
 /// One signal's client.
-pub enum Transport {
+pub struct Transport {
+    kind: Kind,
+    wire: Wire,
+}
+
+enum Wire {
     /// OTLP/gRPC.
     Grpc {
         /// The connection, made lazily and remade after failures.
@@ -98,15 +132,16 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// A client for `destination`; must run inside a Tokio runtime (the
-    /// gRPC channel spawns its connection task there). Nothing connects
-    /// until the first request.
+    /// A client sending `kind` to `destination`; must run inside a Tokio
+    /// runtime (the gRPC channel spawns its connection task there).
+    /// Nothing connects until the first request.
     pub fn new(
+        kind: Kind,
         destination: &Destination,
         headers: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<Self, String> {
-        match destination.protocol {
+        let wire = match destination.protocol {
             Protocol::Grpc => {
                 let endpoint = Endpoint::from_shared(destination.url.to_string())
                     .map_err(|error| format!("{}: {error}", destination.url))?
@@ -121,10 +156,10 @@ impl Transport {
                         .map_err(|_| format!("the value of `{name}` is not gRPC metadata"))?;
                     metadata.insert(key, value);
                 }
-                Ok(Self::Grpc {
+                Wire::Grpc {
                     channel: endpoint.connect_lazy(),
                     metadata,
-                })
+                }
             }
             Protocol::HttpProtobuf => {
                 let mut connector = HttpConnector::new();
@@ -133,95 +168,116 @@ impl Transport {
                 let client = Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .build(connector);
-                Ok(Self::Http {
+                Wire::Http {
                     client: Box::new(client),
                     url: destination.url.clone(),
                     headers: headers.to_vec(),
                     timeout,
-                })
+                }
             }
-        }
+        };
+        Ok(Self { kind, wire })
     }
 
-    /// Sends log records.
-    pub async fn export_logs(
-        &mut self,
-        request: ExportLogsServiceRequest,
-    ) -> Result<Accepted, ExportError> {
-        match self {
-            Self::Grpc { channel, metadata } => {
-                let mut client = LogsServiceClient::new(channel.clone());
-                let response = client
-                    .export(grpc_request(request, metadata))
-                    .await
-                    .map_err(|status| grpc_error(&status))?;
-                let partial = response.into_inner().partial_success.unwrap_or_default();
-                Ok(Accepted {
-                    rejected: u64::try_from(partial.rejected_log_records).unwrap_or(0),
-                    message: partial.error_message,
-                })
+    /// Sends one encoded export request: an `ExportLogsServiceRequest` or
+    /// an `ExportMetricsServiceRequest`, as the transport's kind says.
+    pub async fn export(&mut self, body: Bytes) -> Result<Accepted, ExportError> {
+        match (&mut self.wire, self.kind) {
+            (Wire::Grpc { channel, metadata }, Kind::Logs) => {
+                grpc_unary::<ExportLogsServiceResponse>(
+                    channel,
+                    metadata,
+                    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                    body,
+                )
+                .await
             }
-            Self::Http {
-                client,
-                url,
-                headers,
-                timeout,
-            } => {
-                let body = post(client, url, headers, *timeout, request.encode_to_vec()).await?;
-                let partial = ExportLogsServiceResponse::decode(body)
-                    .unwrap_or_default()
-                    .partial_success
-                    .unwrap_or_default();
-                Ok(Accepted {
-                    rejected: u64::try_from(partial.rejected_log_records).unwrap_or(0),
-                    message: partial.error_message,
-                })
+            (Wire::Grpc { channel, metadata }, Kind::Metrics) => {
+                grpc_unary::<ExportMetricsServiceResponse>(
+                    channel,
+                    metadata,
+                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                    body,
+                )
+                .await
             }
-        }
-    }
-
-    /// Sends metrics.
-    pub async fn export_metrics(
-        &mut self,
-        request: ExportMetricsServiceRequest,
-    ) -> Result<Accepted, ExportError> {
-        match self {
-            Self::Grpc { channel, metadata } => {
-                let mut client = MetricsServiceClient::new(channel.clone());
-                let response = client
-                    .export(grpc_request(request, metadata))
-                    .await
-                    .map_err(|status| grpc_error(&status))?;
-                let partial = response.into_inner().partial_success.unwrap_or_default();
-                Ok(Accepted {
-                    rejected: u64::try_from(partial.rejected_data_points).unwrap_or(0),
-                    message: partial.error_message,
-                })
-            }
-            Self::Http {
-                client,
-                url,
-                headers,
-                timeout,
-            } => {
-                let body = post(client, url, headers, *timeout, request.encode_to_vec()).await?;
-                let partial = ExportMetricsServiceResponse::decode(body)
-                    .unwrap_or_default()
-                    .partial_success
-                    .unwrap_or_default();
-                Ok(Accepted {
-                    rejected: u64::try_from(partial.rejected_data_points).unwrap_or(0),
-                    message: partial.error_message,
+            (
+                Wire::Http {
+                    client,
+                    url,
+                    headers,
+                    timeout,
+                },
+                kind,
+            ) => {
+                let response = post(client, url, headers, *timeout, body).await?;
+                // A body that does not decode (empty, or JSON from a
+                // proxy) still came with a success: nothing is known to
+                // be rejected.
+                Ok(match kind {
+                    Kind::Logs => ExportLogsServiceResponse::decode(response)
+                        .unwrap_or_default()
+                        .accepted(),
+                    Kind::Metrics => ExportMetricsServiceResponse::decode(response)
+                        .unwrap_or_default()
+                        .accepted(),
                 })
             }
         }
     }
 }
 
-fn grpc_request<T>(message: T, metadata: &MetadataMap) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
+/// A message already encoded ([`super::encode`] writes the requests), sent
+/// as it is. It is never decoded.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Encoded(Bytes);
+
+impl Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
+/// One unary gRPC call with an encoded request, as the generated client
+/// makes it.
+async fn grpc_unary<R: Response>(
+    channel: &Channel,
+    metadata: &MetadataMap,
+    path: &'static str,
+    body: Bytes,
+) -> Result<Accepted, ExportError> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.map_err(|error| {
+        let mut message = format!("gRPC channel not ready: {error}");
+        append_causes(&mut message, error.source());
+        ExportError::retryable(message)
+    })?;
+    let mut request = tonic::Request::new(Encoded(body));
     *request.metadata_mut() = metadata.clone();
-    request
+    let codec = tonic_prost::ProstCodec::<Encoded, R>::default();
+    let response = grpc
+        .unary(request, PathAndQuery::from_static(path), codec)
+        .await
+        .map_err(|status| grpc_error(&status))?;
+    Ok(response.into_inner().accepted())
 }
 
 /// The OTLP/gRPC rules: these codes mean "try again later"; the others
@@ -256,7 +312,7 @@ async fn post(
     url: &Uri,
     headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<Bytes, ExportError> {
     let mut request = Request::post(url.clone())
         .header(CONTENT_TYPE, "application/x-protobuf")
@@ -267,13 +323,11 @@ async fn post(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    let request = request
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|error| ExportError {
-            retryable: false,
-            retry_after: None,
-            message: format!("building the request: {error}"),
-        })?;
+    let request = request.body(Full::new(body)).map_err(|error| ExportError {
+        retryable: false,
+        retry_after: None,
+        message: format!("building the request: {error}"),
+    })?;
     let exchange = async {
         let response = client.request(request).await.map_err(|error| {
             let mut message = format!("HTTP request to {url} failed: {error}");
