@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use connect_trace_common::family;
+use connect_trace_common::{family, outcome::code};
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
@@ -30,6 +30,7 @@ use crate::{
 /// Outcome labels, by [`outcome_index`].
 const OUTCOMES: [&str; 4] = ["connected", "failed", "canceled", "in_progress"];
 const FAMILIES: usize = family::SLOTS as usize;
+const CODES: usize = code::CODES as usize;
 
 const fn outcome_index(outcome: Outcome) -> usize {
     match outcome {
@@ -85,8 +86,12 @@ impl<const N: usize> Buckets<N> {
 pub struct AttemptMetrics {
     /// By family slot and outcome index (repeats excluded).
     attempts: [[u64; OUTCOMES.len()]; FAMILIES],
-    /// By family slot and failure: a bounded set (families × errnos).
-    failures: BTreeMap<(usize, FailureKind), u64>,
+    /// Failures by family slot and counting code (the errno, unknown or
+    /// canceled): an array, so that counting one is an index.
+    failures: [[u64; CODES]; FAMILIES],
+    /// Failures with an errno beyond the counting codes (never seen on
+    /// Linux, kept exact all the same).
+    other_failures: BTreeMap<(usize, FailureKind), u64>,
     repeats: u64,
     connect: Buckets<CONNECT_SLOTS>,
     /// By outcome index, for connected, failed and canceled.
@@ -98,7 +103,8 @@ impl Default for AttemptMetrics {
     fn default() -> Self {
         Self {
             attempts: [[0; OUTCOMES.len()]; FAMILIES],
-            failures: BTreeMap::new(),
+            failures: [[0; CODES]; FAMILIES],
+            other_failures: BTreeMap::new(),
             repeats: 0,
             connect: Buckets::new(),
             handshake: [Buckets::new(), Buckets::new(), Buckets::new()],
@@ -123,7 +129,17 @@ impl AttemptMetrics {
         let outcome = resolved.outcome;
         self.attempts[family][outcome_index(outcome)] += 1;
         if let Some(kind) = FailureKind::of(outcome) {
-            *self.failures.entry((family, kind)).or_default() += 1;
+            let slot = outcome.code() as usize;
+            match (kind, self.failures[family].get_mut(slot)) {
+                (FailureKind::Errno(_), Some(count)) if slot != code::FAILED_OTHER as usize => {
+                    *count += 1;
+                }
+                (FailureKind::Errno(_), _) => {
+                    *self.other_failures.entry((family, kind)).or_default() += 1;
+                }
+                (_, Some(count)) => *count += 1,
+                (_, None) => {}
+            }
         }
         if let Some(ns) = resolved.handshake_ns
             && let Some(buckets) = self.handshake.get_mut(outcome_index(outcome))
@@ -144,8 +160,13 @@ impl AttemptMetrics {
                 *mine += theirs;
             }
         }
-        for (key, count) in &delta.failures {
-            *self.failures.entry(*key).or_default() += count;
+        for (mine, theirs) in self.failures.iter_mut().zip(&delta.failures) {
+            for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                *mine += theirs;
+            }
+        }
+        for (key, count) in &delta.other_failures {
+            *self.other_failures.entry(*key).or_default() += count;
         }
         self.repeats += delta.repeats;
         self.connect.absorb(&delta.connect);
@@ -221,17 +242,34 @@ impl AttemptMetrics {
             attempts,
         ));
 
-        let failures: Vec<NumberDataPoint> = self
+        let by_code = self
             .failures
             .iter()
+            .enumerate()
+            .flat_map(|(family, counts)| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, count)| **count > 0)
+                    .filter_map(move |(slot, count)| {
+                        let outcome = Outcome::of_code(u32::try_from(slot).ok()?)?;
+                        Some(((family, FailureKind::of(outcome)?), *count))
+                    })
+            });
+        let others = self
+            .other_failures
+            .iter()
+            .map(|(key, count)| (*key, *count));
+        let failures: Vec<NumberDataPoint> = by_code
+            .chain(others)
             .map(|((family, kind), count)| {
                 point(
                     vec![
-                        label("family", family::LABELS[*family]),
+                        label("family", family::LABELS[family]),
                         label("error", &kind.label()),
                         label("class", kind.class().unwrap_or("unknown")),
                     ],
-                    *count,
+                    count,
                 )
             })
             .collect();
@@ -472,6 +510,37 @@ mod tests {
                 (vec!["outcome=connected".into()], 1),
                 (vec!["outcome=failed".into()], 1),
                 (vec!["outcome=canceled".into()], 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_unnamed_errors_keep_their_labels() {
+        let mut totals = AttemptMetrics::default();
+        let record = sample_record();
+        totals.record(&resolved(record, Outcome::Failed(None), None, false));
+        totals.record(&resolved(record, Outcome::Failed(Some(600)), None, false));
+        totals.record(&resolved(record, Outcome::Failed(Some(600)), None, false));
+        let request = totals.request(Resource::default(), InstrumentationScope::default(), 1, 2);
+        assert_eq!(
+            points(&request, "connect_trace.failures"),
+            vec![
+                (
+                    vec![
+                        "family=inet".into(),
+                        "error=unknown".into(),
+                        "class=unknown".into()
+                    ],
+                    1
+                ),
+                (
+                    vec![
+                        "family=inet".into(),
+                        "error=600".into(),
+                        "class=unknown".into()
+                    ],
+                    2
+                ),
             ]
         );
     }
