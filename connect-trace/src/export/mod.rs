@@ -78,12 +78,9 @@ pub trait Sink {
         Ok(())
     }
 
-    /// Nothing more will come: deliver what is still buffered, within a
-    /// bounded time, and count what cannot be. Called when the daemon
-    /// stops, before the final counts are taken.
-    fn close(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
+    /// Waits, for a bounded time, until everything taken so far is
+    /// written, so that counts read next include it (before `stopped`).
+    fn settle(&mut self) {}
 
     /// Periodic upkeep, about once a second.
     fn housekeeping(&mut self) {}

@@ -247,8 +247,9 @@ impl Pipeline {
         if summaries {
             self.summarize()?;
         }
+        // The stopped record's counts include every line before it.
         for sink in &mut self.downstream.sinks {
-            sink.close()?;
+            sink.settle();
         }
         let stopped = Stopped {
             kind: "stopped",

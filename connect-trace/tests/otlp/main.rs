@@ -177,7 +177,10 @@ fn expected_attributes(json: &Json) -> BTreeMap<String, Value> {
         "connect_trace.outcome",
         text(json["outcome"].as_str().unwrap()),
     );
-    put("connect_trace.errno", int(&json["errno"]));
+    put("connect_trace.via", text(json["via"].as_str().unwrap()));
+    if !json["errno"].is_null() {
+        put("connect_trace.errno", int(&json["errno"]));
+    }
     if let Some(name) = json["errno_name"].as_str() {
         put("connect_trace.errno_name", text(name));
     }
@@ -190,10 +193,12 @@ fn expected_attributes(json: &Json) -> BTreeMap<String, Value> {
         _ => {}
     }
     put("connect_trace.repeat", Value::BoolValue(false));
-    put(
-        "connect_trace.syscall.duration",
-        Value::DoubleValue(json["latency_ns"].as_u64().unwrap() as f64 / 1e9),
-    );
+    if let Some(ns) = json["latency_ns"].as_u64() {
+        put(
+            "connect_trace.syscall.duration",
+            Value::DoubleValue(ns as f64 / 1e9),
+        );
+    }
     if let Some(ns) = json["handshake_ns"].as_u64() {
         put(
             "connect_trace.handshake.duration",
@@ -394,6 +399,7 @@ fn exports_the_mix(wire: Wire) {
         by_name.keys().copied().collect::<Vec<_>>(),
         [
             "connect_trace.attempts",
+            "connect_trace.attempts_by_via",
             "connect_trace.connect.duration",
             "connect_trace.failures",
             "connect_trace.handshake.duration",
@@ -405,6 +411,14 @@ fn exports_the_mix(wire: Wire) {
             (&["family=inet", "outcome=connected"], 1),
             (&["family=inet", "outcome=failed"], 1),
             (&["family=inet", "outcome=canceled"], 1),
+        ])
+    );
+    assert_eq!(
+        points(by_name["connect_trace.attempts_by_via"]),
+        series(&[
+            (&["via=syscall", "outcome=connected"], 1),
+            (&["via=syscall", "outcome=failed"], 1),
+            (&["via=syscall", "outcome=canceled"], 1),
         ])
     );
     assert_eq!(

@@ -161,11 +161,15 @@ pub fn attributes(queued: &QueuedAttempt, out: &mut impl Attributes) {
     }
 
     // Our own facts.
-    let errno = attempt.errno();
     out.text("connect_trace.outcome", resolved.outcome.name());
-    out.int("connect_trace.errno", i64::from(errno));
-    if let Some(name) = errno::name(errno) {
-        out.text("connect_trace.errno_name", name);
+    out.text("connect_trace.via", attempt.via().name());
+    // An attempt seen only by its handshake made no call: no errno.
+    if attempt.call_seen() {
+        let errno = attempt.errno();
+        out.int("connect_trace.errno", i64::from(errno));
+        if let Some(name) = errno::name(errno) {
+            out.text("connect_trace.errno_name", name);
+        }
     }
     if let Some(final_errno) = resolved.outcome.final_errno() {
         out.int("connect_trace.final_errno", i64::from(final_errno));
@@ -176,10 +180,9 @@ pub fn attributes(queued: &QueuedAttempt, out: &mut impl Attributes) {
         out.text("connect_trace.error_class", "canceled");
     }
     out.boolean("connect_trace.repeat", resolved.repeat);
-    out.double(
-        "connect_trace.syscall.duration",
-        seconds(attempt.latency_ns()),
-    );
+    if let Some(ns) = attempt.latency_ns() {
+        out.double("connect_trace.syscall.duration", seconds(ns));
+    }
     if let Some(ns) = resolved.handshake_ns {
         out.double("connect_trace.handshake.duration", seconds(ns));
     }
@@ -194,8 +197,6 @@ pub fn attributes(queued: &QueuedAttempt, out: &mut impl Attributes) {
     if let Some(netns) = attempt.netns() {
         out.int("connect_trace.netns", i64::from(netns));
     }
-    // `connect_trace.via` (how the connect was made: syscall, io_uring,
-    // ...) goes here once the kernel reports it (#12).
 }
 
 /// `error.type`: the final errno's name, `canceled`, or `_OTHER` (the
@@ -468,6 +469,30 @@ pub(crate) mod tests {
             said(&item),
             "curl (pid 42) could not connect to db.internal (127.0.0.1:80): ETIMEDOUT"
         );
+    }
+
+    #[test]
+    fn via_is_named_and_a_handshake_only_attempt_has_no_call_facts() {
+        let item = queued(sample_record(), Outcome::Connected, Some(1));
+        let attributes = collect(&item);
+        assert_eq!(attributes["connect_trace.via"], text("syscall"));
+        assert!(attributes.contains_key("connect_trace.errno"));
+        assert!(attributes.contains_key("connect_trace.syscall.duration"));
+        let mut record = sample_record();
+        record.via = connect_trace_common::abi::via::KERNEL;
+        record.flags |= connect_trace_common::abi::connect_flags::NO_CALL;
+        let kernel = queued(record, Outcome::Failed(Some(111)), Some(1));
+        let attributes = collect(&kernel);
+        assert_eq!(attributes["connect_trace.via"], text("kernel"));
+        assert_eq!(attributes["error.type"], text("ECONNREFUSED"));
+        assert_eq!(attributes["network.transport"], text("tcp"));
+        for absent in [
+            "connect_trace.errno",
+            "connect_trace.errno_name",
+            "connect_trace.syscall.duration",
+        ] {
+            assert!(!attributes.contains_key(absent), "{absent}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     aggregate::FailureKind,
+    decode::Via,
     export::prometheus::{CONNECT_BUCKETS, HANDSHAKE_BUCKETS},
     resolve::{Outcome, ResolvedAttempt},
 };
@@ -31,6 +32,7 @@ use crate::{
 const OUTCOMES: [&str; 4] = ["connected", "failed", "canceled", "in_progress"];
 const FAMILIES: usize = family::SLOTS as usize;
 const CODES: usize = code::CODES as usize;
+const VIAS: usize = Via::ALL.len();
 
 const fn outcome_index(outcome: Outcome) -> usize {
     match outcome {
@@ -86,6 +88,8 @@ impl<const N: usize> Buckets<N> {
 pub struct AttemptMetrics {
     /// By family slot and outcome index (repeats excluded).
     attempts: [[u64; OUTCOMES.len()]; FAMILIES],
+    /// By [`Via::index`] and outcome index (repeats excluded).
+    by_via: [[u64; OUTCOMES.len()]; VIAS],
     /// Failures by family slot and counting code (the errno, unknown or
     /// canceled): an array, so that counting one is an index.
     failures: [[u64; CODES]; FAMILIES],
@@ -103,6 +107,7 @@ impl Default for AttemptMetrics {
     fn default() -> Self {
         Self {
             attempts: [[0; OUTCOMES.len()]; FAMILIES],
+            by_via: [[0; OUTCOMES.len()]; VIAS],
             failures: [[0; CODES]; FAMILIES],
             other_failures: BTreeMap::new(),
             repeats: 0,
@@ -119,8 +124,10 @@ impl AttemptMetrics {
     pub fn record(&mut self, resolved: &ResolvedAttempt) {
         self.changed = true;
         let attempt = &resolved.attempt;
-        self.connect
-            .observe(CONNECT_BUCKETS, attempt.latency_ns() as f64 / 1e9);
+        if let Some(latency_ns) = attempt.latency_ns() {
+            self.connect
+                .observe(CONNECT_BUCKETS, latency_ns as f64 / 1e9);
+        }
         if resolved.repeat {
             self.repeats += 1;
             return;
@@ -128,6 +135,7 @@ impl AttemptMetrics {
         let family = (attempt.family_slot() as usize).min(FAMILIES - 1);
         let outcome = resolved.outcome;
         self.attempts[family][outcome_index(outcome)] += 1;
+        self.by_via[attempt.via().index()][outcome_index(outcome)] += 1;
         if let Some(kind) = FailureKind::of(outcome) {
             let slot = outcome.code() as usize;
             match (kind, self.failures[family].get_mut(slot)) {
@@ -156,6 +164,11 @@ impl AttemptMetrics {
     /// Adds `delta` to these totals.
     pub fn absorb(&mut self, delta: &Self) {
         for (mine, theirs) in self.attempts.iter_mut().zip(&delta.attempts) {
+            for (mine, theirs) in mine.iter_mut().zip(theirs) {
+                *mine += theirs;
+            }
+        }
+        for (mine, theirs) in self.by_via.iter_mut().zip(&delta.by_via) {
             for (mine, theirs) in mine.iter_mut().zip(theirs) {
                 *mine += theirs;
             }
@@ -240,6 +253,33 @@ impl AttemptMetrics {
             "connect() attempts by address family and final outcome (repeats excluded).",
             "{attempt}",
             attempts,
+        ));
+
+        let by_via: Vec<NumberDataPoint> = self
+            .by_via
+            .iter()
+            .zip(Via::ALL)
+            .flat_map(|(counts, via)| {
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, count)| **count > 0)
+                    .map(move |(outcome, count)| {
+                        point(
+                            vec![
+                                label("via", via.name()),
+                                label("outcome", OUTCOMES[outcome]),
+                            ],
+                            *count,
+                        )
+                    })
+            })
+            .collect();
+        metrics.push(counter(
+            "connect_trace.attempts_by_via",
+            "connect() attempts by how they were made (syscall, io_uring, compat, fastopen, kernel, other) and final outcome (repeats excluded).",
+            "{attempt}",
+            by_via,
         ));
 
         let by_code = self
@@ -468,14 +508,28 @@ mod tests {
         assert!(!delta.changed());
         delta.record(&resolved(record, Outcome::Connected, Some(20_000), false));
         delta.record(&resolved(record, Outcome::Connected, None, true));
+        // Seen only by its handshake: no call, so no connect() duration.
+        let mut kernel = record;
+        kernel.via = connect_trace_common::abi::via::KERNEL;
+        kernel.flags |= connect_trace_common::abi::connect_flags::NO_CALL;
+        delta.record(&resolved(kernel, Outcome::Connected, None, false));
         totals.absorb(&delta.take());
         let request = totals.request(Resource::default(), InstrumentationScope::default(), 1, 2);
         assert_eq!(
             points(&request, "connect_trace.attempts"),
             vec![
-                (vec!["family=inet".into(), "outcome=connected".into()], 1),
+                (vec!["family=inet".into(), "outcome=connected".into()], 2),
                 (vec!["family=inet".into(), "outcome=failed".into()], 2),
                 (vec!["family=inet".into(), "outcome=canceled".into()], 1),
+            ]
+        );
+        assert_eq!(
+            points(&request, "connect_trace.attempts_by_via"),
+            vec![
+                (vec!["via=syscall".into(), "outcome=connected".into()], 1),
+                (vec!["via=syscall".into(), "outcome=failed".into()], 2),
+                (vec!["via=syscall".into(), "outcome=canceled".into()], 1),
+                (vec!["via=kernel".into(), "outcome=connected".into()], 1),
             ]
         );
         assert_eq!(

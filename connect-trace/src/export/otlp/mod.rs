@@ -212,7 +212,10 @@ impl Sink for OtlpSink {
                 // The exporter may have made room since the last hand-off.
                 self.room = self.queue.room();
             }
-            if self.staged.len() < self.room {
+            if self.worker.is_none() {
+                // Settled: the exporter is gone, nothing more is sent.
+                self.dropped += 1;
+            } else if self.staged.len() < self.room {
                 self.staged.push(QueuedAttempt::new(report, &self.clock));
             } else {
                 self.dropped += 1;
@@ -226,10 +229,14 @@ impl Sink for OtlpSink {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<(), SinkError> {
+    /// Called once, when the daemon stops: nothing more will come, so the
+    /// exporter sends what is still queued and the last metrics, within
+    /// its closing budget, and what it could not send is counted as
+    /// dropped, all before the `stopped` record reads the counts.
+    fn settle(&mut self) {
         self.hand_off();
         let Some(mut worker) = self.worker.take() else {
-            return Ok(());
+            return;
         };
         if !worker.close(CLOSE_WAIT) {
             let given_up = self.queue.abandon();
@@ -239,7 +246,6 @@ impl Sink for OtlpSink {
         } else if !self.queue.is_empty() {
             self.queue.abandon();
         }
-        Ok(())
     }
 }
 
