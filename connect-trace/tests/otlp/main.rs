@@ -31,7 +31,7 @@ use std::{
 
 use common::{
     DROPPED_PORT, RawAddr, closed_port, connect_raw,
-    daemon::{Daemon, own_pid},
+    daemon::{Daemon, metrics, own_pid, scrape},
     free_port, in_dropping_netns, listener, socket,
 };
 use opentelemetry_proto::tonic::{
@@ -57,6 +57,11 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// with the `OTEL_*` variables `vars` (short intervals, so the test is
 /// quick).
 fn daemon(wire: Wire, url: &str, vars: &[&str]) -> Daemon {
+    daemon_with(wire, url, vars, &[])
+}
+
+/// [`daemon`], with more options `args`.
+fn daemon_with(wire: Wire, url: &str, vars: &[&str], args: &[&str]) -> Daemon {
     let mut wrapper = vec![
         "env",
         "OTEL_BLRP_SCHEDULE_DELAY=50",
@@ -65,19 +70,18 @@ fn daemon(wire: Wire, url: &str, vars: &[&str]) -> Daemon {
     ];
     wrapper.extend_from_slice(vars);
     let pid = own_pid();
-    Daemon::start_with(
-        &wrapper,
-        &[
-            "--pid",
-            &pid,
-            "--interval",
-            "0",
-            "--otlp-endpoint",
-            url,
-            "--otlp-protocol",
-            wire.protocol(),
-        ],
-    )
+    let mut options = vec![
+        "--pid",
+        &pid,
+        "--interval",
+        "0",
+        "--otlp-endpoint",
+        url,
+        "--otlp-protocol",
+        wire.protocol(),
+    ];
+    options.extend_from_slice(args);
+    Daemon::start_with(&wrapper, &options)
 }
 
 /// A blocking connect to a closed loopback port; returns the port.
@@ -492,13 +496,15 @@ fn records_flow_once_the_receiver_appears(wire: Wire) {
     let _turn = one_at_a_time();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let daemon = daemon(
+    let metrics_port = free_port().to_string();
+    let daemon = daemon_with(
         wire,
         &url,
         &[
             "OTEL_BLRP_MAX_QUEUE_SIZE=4",
             "OTEL_METRIC_EXPORT_INTERVAL=60000",
         ],
+        &["--metrics", &metrics_port],
     );
     // More attempts than the queue holds, while nothing listens.
     let early: Vec<u16> = (0..10).map(|_| refused()).collect();
@@ -507,6 +513,21 @@ fn records_flow_once_the_receiver_appears(wire: Wire) {
     for port in &early {
         json_record_to(&daemon, *port);
     }
+    // The drops show at /metrics while the daemon runs: the queue holds
+    // four, so at least six of the ten had no room.
+    let metrics_port: u16 = metrics_port.parse().unwrap();
+    let scraped = |series: &str| scrape(metrics_port, series).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while scraped("connect_trace_otlp_records_dropped_total") < 6.0 {
+        assert!(Instant::now() < deadline, "{:?}", metrics(metrics_port));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        scraped("connect_trace_otlp_export_failures_total{signal=\"logs\"}") >= 1.0,
+        "{:?}",
+        metrics(metrics_port)
+    );
+    assert!(scraped("connect_trace_otlp_queued_records") <= 4.0);
     let receiver = Receiver::start(wire, port);
     let line = log_line(&daemon, "takes data again");
     assert!(line.contains("dropped meanwhile"), "{line}");
@@ -590,4 +611,38 @@ fn survives_a_grpc_receiver_killed_mid_run() {
 #[test]
 fn survives_an_http_receiver_killed_mid_run() {
     survives_a_receiver_killed_mid_run(Wire::Http);
+}
+
+/// `--failures-only` applies to the log records as to the JSON output: a
+/// connected attempt sends none (one protocol suffices: the filter runs
+/// before every sink).
+#[test]
+fn failures_only_sends_only_failures() {
+    let _turn = one_at_a_time();
+    let receiver = Receiver::start(Wire::Http, 0);
+    let daemon = daemon_with(Wire::Http, &receiver.url(), &[], &["--failures-only"]);
+    let (_listener, open_port) = listener("127.0.0.1");
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+    let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, open_port);
+    assert_eq!(connect_raw(fd.as_raw_fd(), addr.as_ptr(), addr.len), 0);
+    let refused_port = refused();
+    json_record_to(&daemon, refused_port);
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let records = receiver.log_records();
+    let ports: Vec<Option<Value>> = records
+        .iter()
+        .map(|(_, record)| {
+            attributes(&record.attributes)
+                .get("network.peer.port")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [Some(Value::IntValue(i64::from(refused_port)))],
+        "only the refused attempt"
+    );
+    assert_eq!(stopped.count("otlp_exported"), 1, "{}", stopped.delivery);
+    drop(fd);
 }
