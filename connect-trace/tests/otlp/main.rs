@@ -646,3 +646,68 @@ fn failures_only_sends_only_failures() {
     assert_eq!(stopped.count("otlp_exported"), 1, "{}", stopped.delivery);
     drop(fd);
 }
+
+/// The receiver refuses everything (a missing token): the log says so,
+/// nothing is retried forever, the refused records are counted as
+/// dropped, and the JSON output is whole.
+fn counts_what_a_refusing_receiver_refuses(wire: Wire) {
+    let _turn = one_at_a_time();
+    let receiver = Receiver::start_refusing(wire);
+    let daemon = daemon(wire, &receiver.url(), &[]);
+    let ports: Vec<u16> = (0..3).map(|_| refused()).collect();
+    for port in &ports {
+        json_record_to(&daemon, *port);
+    }
+    let line = log_line(&daemon, "refused the data");
+    assert!(line.contains(&receiver.url()), "{line}");
+    receiver.wait_for(WAIT, "the records refused", |r| {
+        r.with(|received| received.refused) >= 1
+    });
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert_eq!(stopped.count("otlp_exported"), 0, "{}", stopped.delivery);
+    assert_eq!(stopped.count("otlp_dropped"), 3, "{}", stopped.delivery);
+    assert_eq!(stopped.count("records_unwritten"), 0);
+    assert!(receiver.log_records().is_empty());
+}
+
+#[test]
+fn counts_what_a_refusing_grpc_receiver_refuses() {
+    counts_what_a_refusing_receiver_refuses(Wire::Grpc);
+}
+
+#[test]
+fn counts_what_a_refusing_http_receiver_refuses() {
+    counts_what_a_refusing_receiver_refuses(Wire::Http);
+}
+
+/// The endpoint takes connections and never answers (a hung collector:
+/// the kernel completes the TCP handshake for a listener that never
+/// accepts): each request times out, the JSON output keeps its pace,
+/// and stopping is bounded and counts what was not delivered.
+#[test]
+fn a_receiver_that_never_answers_costs_only_its_records() {
+    let _turn = one_at_a_time();
+    let hung = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!("http://127.0.0.1:{}", hung.local_addr().unwrap().port());
+    let daemon = daemon(Wire::Grpc, &url, &["OTEL_EXPORTER_OTLP_TIMEOUT=300"]);
+    for _ in 0..3 {
+        let made = Instant::now();
+        json_record_to(&daemon, refused());
+        assert!(
+            made.elapsed() < Duration::from_secs(1),
+            "a JSON record took {:?}",
+            made.elapsed()
+        );
+    }
+    let line = log_line(&daemon, "is unreachable");
+    assert!(line.contains(&url), "{line}");
+    let stopping = Instant::now();
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    let took = stopping.elapsed();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(took < Duration::from_secs(6), "stopping took {took:?}");
+    assert_eq!(stopped.count("otlp_exported"), 0, "{}", stopped.delivery);
+    assert_eq!(stopped.count("otlp_dropped"), 3, "{}", stopped.delivery);
+    drop(hung);
+}

@@ -57,6 +57,11 @@ pub struct Received {
     pub tenants: Vec<Option<String>>,
     /// The Content-Type of each OTLP/HTTP request.
     pub content_types: Vec<Option<String>>,
+    /// Refuse every request as unauthenticated (HTTP 401, gRPC
+    /// `UNAUTHENTICATED`), as a collector whose token was not given does.
+    pub refusing: bool,
+    /// Requests refused.
+    pub refused: usize,
 }
 
 type Store = Arc<Mutex<Received>>;
@@ -72,10 +77,26 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver on 127.0.0.1:`port` (0: any free port).
     pub fn start(wire: Wire, port: u16) -> Self {
+        Self::start_with(wire, port, Received::default())
+    }
+
+    /// Starts a receiver on any free port that refuses everything.
+    pub fn start_refusing(wire: Wire) -> Self {
+        Self::start_with(
+            wire,
+            0,
+            Received {
+                refusing: true,
+                ..Received::default()
+            },
+        )
+    }
+
+    fn start_with(wire: Wire, port: u16, received: Received) -> Self {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let store = Store::default();
+        let store = Store::new(Mutex::new(received));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let kept = Arc::clone(&store);
         let thread = std::thread::spawn(move || {
@@ -207,6 +228,10 @@ impl LogsService for Grpc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         let mut received = self.0.lock().unwrap();
+        if received.refusing {
+            received.refused += 1;
+            return Err(tonic::Status::unauthenticated("no token"));
+        }
         received.tenants.push(tenant(request.metadata()));
         received.logs.push(request.into_inner());
         Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
@@ -220,6 +245,10 @@ impl MetricsService for Grpc {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let mut received = self.0.lock().unwrap();
+        if received.refusing {
+            received.refused += 1;
+            return Err(tonic::Status::unauthenticated("no token"));
+        }
         received.tenants.push(tenant(request.metadata()));
         received.metrics.push(request.into_inner());
         Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
@@ -251,6 +280,10 @@ async fn http(
         Ok(response)
     };
     let mut received = store.lock().unwrap();
+    if received.refusing {
+        received.refused += 1;
+        return reply(StatusCode::UNAUTHORIZED, Vec::new());
+    }
     match path.as_str() {
         "/v1/logs" => {
             let Ok(decoded) = ExportLogsServiceRequest::decode(body) else {
