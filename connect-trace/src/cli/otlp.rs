@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use connect_trace::{
     delivery::Ledger,
     export::{
@@ -33,7 +33,7 @@ pub struct OtlpArgs {
         long,
         env = "OTEL_EXPORTER_OTLP_PROTOCOL",
         value_name = "PROTOCOL",
-        value_enum
+        value_parser = otlp_protocol
     )]
     otlp_protocol: Option<OtlpProtocol>,
     /// Headers for every OTLP request, as `key=value,key=value` with
@@ -48,13 +48,29 @@ pub struct OtlpArgs {
 }
 
 /// `--otlp-protocol`.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy)]
 enum OtlpProtocol {
+    /// Not given: an empty `OTEL_EXPORTER_OTLP_PROTOCOL`, which the
+    /// OpenTelemetry specification counts as unset.
+    Unset,
     /// OTLP/gRPC.
     Grpc,
     /// OTLP/HTTP with protobuf bodies.
-    #[value(name = "http/protobuf")]
     HttpProtobuf,
+}
+
+/// Parses `--otlp-protocol` (a clap value enum would refuse the empty
+/// value a deployment template leaves in the variable).
+fn otlp_protocol(text: &str) -> Result<OtlpProtocol, String> {
+    match text.trim() {
+        "" => Ok(OtlpProtocol::Unset),
+        "grpc" => Ok(OtlpProtocol::Grpc),
+        "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+        "http/json" => {
+            Err("OTLP/HTTP with JSON bodies is not supported: use http/protobuf or grpc".into())
+        }
+        _ => Err("the protocols are grpc and http/protobuf".into()),
+    }
 }
 
 impl OtlpArgs {
@@ -63,9 +79,10 @@ impl OtlpArgs {
     pub fn settings(&self, node: Option<&str>) -> Result<Option<OtlpSettings>> {
         let options = OtlpOptions {
             endpoint: self.otlp_endpoint.clone(),
-            protocol: self.otlp_protocol.map(|protocol| match protocol {
-                OtlpProtocol::Grpc => Protocol::Grpc,
-                OtlpProtocol::HttpProtobuf => Protocol::HttpProtobuf,
+            protocol: self.otlp_protocol.and_then(|protocol| match protocol {
+                OtlpProtocol::Unset => None,
+                OtlpProtocol::Grpc => Some(Protocol::Grpc),
+                OtlpProtocol::HttpProtobuf => Some(Protocol::HttpProtobuf),
             }),
             headers: self.otlp_headers.clone(),
             node_name: node.map(str::to_owned),
@@ -113,4 +130,21 @@ pub fn start(
         signals.join(" and ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_protocol_is_unset_and_others_are_explained() {
+        assert!(matches!(otlp_protocol(""), Ok(OtlpProtocol::Unset)));
+        assert!(matches!(otlp_protocol(" grpc "), Ok(OtlpProtocol::Grpc)));
+        assert!(matches!(
+            otlp_protocol("http/protobuf"),
+            Ok(OtlpProtocol::HttpProtobuf)
+        ));
+        assert!(otlp_protocol("http/json").is_err_and(|why| why.contains("JSON")));
+        assert!(otlp_protocol("udp").is_err_and(|why| why.contains("grpc")));
+    }
 }

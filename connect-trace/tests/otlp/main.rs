@@ -615,12 +615,22 @@ fn survives_an_http_receiver_killed_mid_run() {
 
 /// `--failures-only` applies to the log records as to the JSON output: a
 /// connected attempt sends none (one protocol suffices: the filter runs
-/// before every sink).
+/// before every sink). The endpoint and protocol come from the standard
+/// variables alone here.
 #[test]
 fn failures_only_sends_only_failures() {
     let _turn = one_at_a_time();
     let receiver = Receiver::start(Wire::Http, 0);
-    let daemon = daemon_with(Wire::Http, &receiver.url(), &[], &["--failures-only"]);
+    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT={}", receiver.url());
+    let daemon = Daemon::start_with(
+        &[
+            "env",
+            "OTEL_BLRP_SCHEDULE_DELAY=50",
+            &endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+        ],
+        &["--pid", &own_pid(), "--interval", "0", "--failures-only"],
+    );
     let (_listener, open_port) = listener("127.0.0.1");
     let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
     let addr = RawAddr::inet(Ipv4Addr::LOCALHOST, open_port);
