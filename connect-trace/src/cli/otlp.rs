@@ -124,7 +124,12 @@ pub fn start(
     metrics.register(Box::new(
         sink.collector().context("the OTLP exporter's metrics")?,
     ))?;
-    sinks.push(Box::new(sink));
+    // First, so that when the daemon stops its wait for the collector
+    // (Sink::settle, up to its own budget) comes before the JSON output's
+    // settle starts the clock the output shares with its close: a
+    // collector that hangs must not leave the `stopped` line too little
+    // time to be written.
+    sinks.insert(0, Box::new(sink));
     tracing::info!(
         "exporting over OTLP {}, as service {service}",
         signals.join(" and ")

@@ -226,8 +226,7 @@ impl Pipeline {
 
     /// Ends the pipeline: what is still in `reader` is taken, attempts
     /// still waiting are reported as `in_progress`, a last summary is made
-    /// when `summaries` is set, the sinks deliver what they buffer
-    /// ([`Sink::close`]), and they get the `stopped` record.
+    /// when `summaries` is set, and the sinks get the `stopped` record.
     /// Returns the final counts.
     pub fn stop(
         &mut self,
