@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::{
 
 use super::queue::QueuedAttempt;
 use crate::{
-    decode::sockaddr::{Address, Family},
+    decode::sockaddr::{AddrProblem, Address, Family},
     errno,
     resolve::Outcome,
 };
@@ -271,8 +271,13 @@ pub fn sentence(queued: &QueuedAttempt, out: &mut String) {
         }
         (Some(ip), Some(port)) => write!(out, "{ip}:{port}"),
         (Some(path), None) => write!(out, "{path}"),
-        (None, _) => match destination.family {
-            Some(Family::Unspec) => write!(out, "AF_UNSPEC (dissolving the association)"),
+        (None, _) => match (destination.family, destination.problem) {
+            (Some(Family::Unspec), _) => {
+                write!(out, "AF_UNSPEC (dissolving the association)")
+            }
+            (_, Some(AddrProblem::NotSeen)) => {
+                write!(out, "an address connect-trace did not see")
+            }
             _ => write!(out, "an address it could not read"),
         },
     };
@@ -493,6 +498,21 @@ pub(crate) mod tests {
         ] {
             assert!(!attributes.contains_key(absent), "{absent}");
         }
+    }
+
+    #[test]
+    fn a_call_whose_start_was_not_seen_says_so() {
+        let mut record = sample_record();
+        record.addr_flags |= connect_trace_common::abi::addr_flags::NOT_SEEN;
+        let item = queued(record, Outcome::Failed(Some(111)), None);
+        let attributes = collect(&item);
+        assert_eq!(attributes["connect_trace.addr_error"], text("not_seen"));
+        assert!(!attributes.contains_key("network.peer.address"));
+        assert!(!attributes.contains_key("connect_trace.syscall.duration"));
+        assert_eq!(
+            said(&item),
+            "curl (pid 42) could not connect to an address connect-trace did not see: ECONNREFUSED"
+        );
     }
 
     #[test]
