@@ -129,6 +129,9 @@ pub struct RunArgs {
     /// time and run count of each of the daemon's programs.
     #[arg(long, env = "CONNECT_TRACE_BPF_STATS")]
     bpf_stats: bool,
+    /// OpenTelemetry export (`--otlp-*`).
+    #[command(flatten)]
+    otlp: super::otlp::OtlpArgs,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -180,6 +183,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let filter = workload_filter(&args)?;
+    let otlp = args.otlp.settings(args.node_name.as_deref())?;
     let mut tracer = Tracer::load(&TracerConfig {
         pid: args.pid,
         failures_only: args.failures_only,
@@ -220,7 +224,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Arc::clone(&health),
         ))
     });
-    let sinks: Vec<Box<dyn Sink>> = vec![
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(JsonLinesSink::new(output, !args.summary_only, node)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
@@ -234,6 +238,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
     drop_capabilities();
+    if let Some(otlp) = otlp {
+        super::otlp::start(otlp, &ledger, &metrics, &mut sinks)?;
+    }
     let identity = start_identity(&args, filter, &metrics)?;
     let mut pipeline = Pipeline::new(
         config,
