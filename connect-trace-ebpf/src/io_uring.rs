@@ -41,8 +41,8 @@ const IORING_OP_CONNECT: u8 = 16;
 /// registered files, not the process's descriptor table.
 const REQ_F_FIXED_FILE: u8 = 1;
 
-/// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe`
-/// before Linux 5.19).
+/// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe` on
+/// older kernels, such as 6.1).
 #[tracepoint(category = "io_uring", name = "io_uring_submit_req")]
 pub fn io_uring_submit(ctx: TracePointContext) -> u32 {
     let _ = on_submit(&ctx);

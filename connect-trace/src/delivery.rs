@@ -66,6 +66,12 @@ pub struct Delivery {
     /// DNS names dropped from the full name cache while still valid: later
     /// records to those addresses have no name.
     pub dns_names_evicted: u64,
+    /// Log records (one per attempt) the OTLP endpoint accepted.
+    pub otlp_exported: u64,
+    /// Log records never delivered over OTLP: no room in its queue, given
+    /// up after retries, refused by the endpoint, or still queued when the
+    /// daemon stopped.
+    pub otlp_dropped: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -80,6 +86,8 @@ pub struct Ledger {
     unresolved_capacity: AtomicU64,
     outcomes_unmatched: AtomicU64,
     handshakes_expired: AtomicU64,
+    otlp_exported: AtomicU64,
+    otlp_dropped: AtomicU64,
     /// Attempts the workload filter left out, counted where it runs.
     filtered: std::sync::OnceLock<std::sync::Arc<AtomicU64>>,
     /// The DNS capture's counts, when destinations are named.
@@ -133,6 +141,16 @@ impl Ledger {
             .fetch_add(expired, Ordering::Relaxed);
     }
 
+    /// Adds log records the OTLP endpoint accepted.
+    pub fn otlp_exported(&self, records: u64) {
+        self.otlp_exported.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Adds log records that will never reach the OTLP endpoint.
+    pub fn otlp_dropped(&self, records: u64) {
+        self.otlp_dropped.fetch_add(records, Ordering::Relaxed);
+    }
+
     /// The daemon's own counts, with the kernel's left at zero.
     pub fn daemon_counts(&self) -> Delivery {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
@@ -147,6 +165,8 @@ impl Ledger {
             outcomes_unmatched: load(&self.outcomes_unmatched),
             handshakes_expired: load(&self.handshakes_expired),
             records_filtered: self.filtered.get().map_or(0, |filtered| load(filtered)),
+            otlp_exported: load(&self.otlp_exported),
+            otlp_dropped: load(&self.otlp_dropped),
             ..Delivery::default()
         }
     }
@@ -201,6 +221,8 @@ impl Delivery {
             events_missed,
             dns_responses_lost,
             dns_names_evicted,
+            otlp_exported,
+            otlp_dropped,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -214,7 +236,8 @@ impl Delivery {
              {records_filtered} left out by workload filters, \
              {events_missed} program runs the kernel skipped, \
              {dns_responses_lost} DNS responses lost (DNS ring buffer full), \
-             {dns_names_evicted} DNS names evicted (name cache full)"
+             {dns_names_evicted} DNS names evicted (name cache full), \
+             {otlp_exported} exported over OTLP, {otlp_dropped} not exported over OTLP (dropped)"
         )
     }
 }

@@ -146,6 +146,9 @@ pub struct RunArgs {
     /// About 430 bytes each at most.
     #[arg(long, env = "CONNECT_TRACE_DNS_CACHE_SIZE", value_name = "N", default_value_t = dns::cache::DEFAULT_CAPACITY as u64, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     dns_cache_size: u64,
+    /// OpenTelemetry export (`--otlp-*`).
+    #[command(flatten)]
+    otlp: super::otlp::OtlpArgs,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -198,6 +201,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let filter = workload_filter(&args)?;
     let dns = dns_settings(&args)?;
+    let otlp = args.otlp.settings(args.node_name.as_deref())?;
     let mut tracer = Tracer::load(&TracerConfig {
         pid: args.pid,
         failures_only: args.failures_only,
@@ -246,7 +250,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Arc::clone(&health),
         ))
     });
-    let sinks: Vec<Box<dyn Sink>> = vec![
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(JsonLinesSink::new(output, !args.summary_only, node)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
@@ -260,6 +264,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
     drop_capabilities();
+    if let Some(otlp) = otlp {
+        super::otlp::start(otlp, &ledger, &metrics, &mut sinks)?;
+    }
     let identity = start_identity(&args, filter, &metrics)?;
     let mut pipeline = Pipeline::new(
         config,

@@ -8,11 +8,14 @@
 //!   with the delivery counts and the kernel's exact counts read at scrape
 //!   time, the DNS capture's counts ([`dns_metrics`]), and with
 //!   `--bpf-stats` what the programs cost ([`program_stats`]).
+//! - [`otlp::OtlpSink`]: each attempt as an OpenTelemetry log record, and
+//!   the attempt metrics, over OTLP (gRPC or HTTP).
 
 pub mod dns_metrics;
 pub mod http;
 pub mod json;
 pub mod jsonl;
+pub mod otlp;
 pub mod output;
 pub mod program_stats;
 pub mod prometheus;
