@@ -27,6 +27,7 @@ pub mod doctor;
 pub mod errno;
 pub mod export;
 pub mod kernel;
+pub mod live;
 pub mod pipeline;
 pub mod report;
 pub mod resolve;

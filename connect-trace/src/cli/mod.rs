@@ -5,3 +5,4 @@ pub mod config;
 pub mod explain;
 pub mod notify;
 pub mod run;
+pub mod top;

@@ -1,0 +1,495 @@
+//! `connect-trace top` in a real terminal: each test starts its own tmux
+//! server, types with `send-keys` and reads the screen with
+//! `capture-pane`, while the test process makes refused connects to a port
+//! of its own. Also `top --from` against a daemon started here, its
+//! `/live` endpoint, and the refusal without a terminal.
+//!
+//! Needs root and tmux (`cargo xtask test` has both).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic to fail the test"
+)]
+
+mod common;
+
+use std::{
+    net::{Ipv4Addr, TcpStream},
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use common::{
+    closed_port,
+    daemon::{BINARY, Daemon, Ready, TIMEOUT, own_pid},
+    free_port, require_root,
+};
+use serde_json::Value;
+
+/// The view must show a destination failing now within this long.
+const APPEARS_WITHIN: Duration = Duration::from_secs(5);
+
+/// A private tmux server with one pane running a plain `sh`.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A `width`×`height` terminal, with `env` set for the shell.
+    fn start(name: &str, width: u16, height: u16, env: &[(&str, &str)]) -> Self {
+        require_root();
+        let tmux = Self {
+            socket: format!("connect-trace-top-{}-{name}", std::process::id()),
+        };
+        let mut shell = String::from("env PS1='$ '");
+        for (key, value) in env {
+            shell.push_str(&format!(" {key}={value}"));
+        }
+        shell.push_str(" sh");
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "-s",
+            "top",
+            &shell,
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| {
+                panic!("running tmux (install it: cargo xtask setup): {error}")
+            });
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Types `text` literally, then Enter.
+    fn type_line(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+        self.run(&["send-keys", "-t", "top", "Enter"]);
+    }
+
+    /// Presses keys by tmux's names (`q`, `Escape`, `Tab`, ...).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// The screen as text.
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    /// The screen with its escape sequences (colors, emphasis).
+    fn screen_with_styles(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-t", "top"])
+    }
+
+    /// A tmux format about the pane (`#{alternate_on}`, ...).
+    fn pane(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "top", format])
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits until the screen satisfies `test`, and returns it.
+    fn wait_for(&self, what: &str, within: Duration, test: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if test(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {within:?}; the screen:\n{screen}"
+            );
+            // Polling a screen: tmux has nothing to wait on.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// After the view ended with `top-exit: N` printed by the shell: the
+    /// status was 0, and the terminal is as it was (main screen, cursor
+    /// shown, echo and line editing back, a prompt that takes commands).
+    fn assert_left_usable(&self) {
+        let exit = |screen: &str| {
+            screen
+                .lines()
+                .find_map(|line| line.strip_prefix("top-exit: "))
+                .map(str::to_owned)
+        };
+        let screen = self.wait_for("exit status", TIMEOUT, |s| exit(s).is_some());
+        assert_eq!(exit(&screen).as_deref(), Some("0"), "{screen}");
+        assert_eq!(
+            self.pane("#{alternate_on}"),
+            "0",
+            "still on the alternate screen"
+        );
+        assert_eq!(self.pane("#{cursor_flag}"), "1", "the cursor is hidden");
+        self.type_line(
+            "stty -a | grep -qw -e -icanon -e -echo && echo mode: raw || echo mode: cooked",
+        );
+        let screen = self.wait_for("the terminal's mode", TIMEOUT, |s| {
+            s.lines().any(|line| line.starts_with("mode: "))
+        });
+        assert!(
+            screen.lines().any(|line| line == "mode: cooked"),
+            "{screen}"
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// A thread of this process that keeps making refused connects to
+/// 127.0.0.1:`port`, one every `every`, under the thread name `name`.
+struct RefusedLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RefusedLoop {
+    fn start(port: u16, every: Duration, name: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let error = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap_err();
+                        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED));
+                        std::thread::sleep(every);
+                    }
+                }
+            })
+            .unwrap();
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RefusedLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The line of the table that shows `key`, and its number on the screen.
+fn table_line<'a>(screen: &'a str, key: &str) -> Option<(usize, &'a str)> {
+    screen
+        .lines()
+        .take_while(|line| !line.starts_with("RECENT FAILURES"))
+        .enumerate()
+        .find(|(_, line)| line.contains(key))
+}
+
+fn shows_refused(screen: &str, port: u16) -> bool {
+    table_line(screen, &format!("127.0.0.1:{port} "))
+        .is_some_and(|(_, line)| line.contains("ECONNREFUSED"))
+}
+
+/// The command line of `top` for the shell in the pane; the shell prints
+/// `top-exit: STATUS` after it, and `pid_file` gets top's process id.
+fn top_command(args: &str, pid_file: Option<&PathBuf>) -> String {
+    match pid_file {
+        Some(path) => format!(
+            "sh -c 'echo $$ > {}; exec {BINARY} top {args}'; echo \"top-exit: $?\"",
+            path.display()
+        ),
+        None => format!("{BINARY} top {args}; echo \"top-exit: $?\""),
+    }
+}
+
+#[test]
+fn a_failing_destination_shows_within_5s_at_120x40_and_keys_work() {
+    let port = closed_port("127.0.0.1");
+    let slow_port = closed_port("127.0.0.1");
+    // The loops run in this process under hostile thread names: what a
+    // program names itself must never reach the terminal as control codes.
+    let _fast = RefusedLoop::start(port, Duration::from_millis(20), "\u{1b}]2;pwned\u{7}");
+    let _slow = RefusedLoop::start(slow_port, Duration::from_millis(300), "slow-loop");
+    let tmux = Tmux::start("keys", 120, 40, &[]);
+    let started = Instant::now();
+    tmux.type_line(&top_command(&format!("--pid {}", own_pid()), None));
+    let screen = tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+        shows_refused(s, port) && shows_refused(s, slow_port)
+    });
+    eprintln!(
+        "both destinations shown {:?} after typing the command:\n{screen}",
+        started.elapsed()
+    );
+    assert!(screen.contains("connect-trace top"), "{screen}");
+    assert!(screen.contains("RECENT FAILURES"), "{screen}");
+
+    // Sorted by failures in the last 10 s: the fast loop first; `r` turns
+    // the order around.
+    let order = |screen: &str| {
+        let fast = table_line(screen, &format!("127.0.0.1:{port} ")).map(|(at, _)| at);
+        let slow = table_line(screen, &format!("127.0.0.1:{slow_port} ")).map(|(at, _)| at);
+        (fast.unwrap(), slow.unwrap())
+    };
+    let (fast, slow) = order(&screen);
+    assert!(fast < slow, "{screen}");
+    tmux.keys(&["r"]);
+    let screen = tmux.wait_for("reversed order", TIMEOUT, |s| {
+        s.contains("sort: failures 10 s ▲") && {
+            let (fast, slow) = order(s);
+            fast > slow
+        }
+    });
+    let (fast, slow) = order(&screen);
+    assert!(fast > slow, "{screen}");
+    tmux.keys(&["r", "s"]);
+    tmux.wait_for("the next sort column", TIMEOUT, |s| {
+        s.contains("sort: failures 1 m ▼")
+    });
+
+    // The filter keeps only what contains the text.
+    tmux.keys(&["/"]);
+    tmux.run(&["send-keys", "-t", "top", "-l", &format!(":{slow_port}")]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("filtered table", TIMEOUT, |s| {
+        s.contains(&format!("filter: :{slow_port}"))
+            && shows_refused(s, slow_port)
+            && table_line(s, &format!("127.0.0.1:{port} ")).is_none()
+    });
+    assert!(
+        screen
+            .lines()
+            .skip_while(|line| !line.starts_with("RECENT FAILURES"))
+            .skip(1)
+            .filter(|line| !line.trim().is_empty() && !line.starts_with("filter:"))
+            .all(|line| line.contains(&format!(":{slow_port}"))),
+        "failures of other destinations shown:\n{screen}"
+    );
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", TIMEOUT, |s| shows_refused(s, port));
+
+    // The processes view shows the hostile name escaped; the terminal's
+    // title was never set by it.
+    tmux.keys(&["2"]);
+    let screen = tmux.wait_for("processes", TIMEOUT, |s| {
+        s.contains("PROCESS") && s.contains("\\x1b]2;pwned\\x07")
+    });
+    assert!(!screen.contains('\u{1b}'), "{screen:?}");
+    assert_ne!(tmux.pane("#{pane_title}"), "pwned");
+
+    // Explain the error of the selected row.
+    tmux.keys(&["5", "e"]);
+    tmux.wait_for("explain", TIMEOUT, |s| {
+        s.contains("explain ECONNREFUSED") && s.contains("class:      refused")
+    });
+    tmux.keys(&["Escape", "?"]);
+    tmux.wait_for("help", TIMEOUT, |s| s.contains("reverse the order"));
+    tmux.keys(&["q"]);
+    tmux.assert_left_usable();
+}
+
+/// An SGR parameter that sets a foreground or background color.
+fn sets_color(screen: &str) -> bool {
+    screen.split("\u{1b}[").skip(1).any(|sequence| {
+        let Some(end) = sequence.find('m') else {
+            return false;
+        };
+        sequence[..end].split(';').any(|param| {
+            matches!(
+                param.parse::<u32>(),
+                Ok(30..=38 | 40..=48 | 90..=97 | 100..=107)
+            )
+        })
+    })
+}
+
+#[test]
+fn at_80x24_it_fits_and_no_color_means_no_color() {
+    let port = closed_port("127.0.0.1");
+    let _loop = RefusedLoop::start(port, Duration::from_millis(50), "refuse-80x24");
+    for no_color in [false, true] {
+        let env: &[(&str, &str)] = if no_color { &[("NO_COLOR", "1")] } else { &[] };
+        let tmux = Tmux::start(&format!("small-{no_color}"), 80, 24, env);
+        tmux.type_line(&top_command(&format!("--pid {}", own_pid()), None));
+        let screen = tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+            shows_refused(s, port)
+        });
+        assert!(screen.contains("6 Failures"), "every tab fits:\n{screen}");
+        assert!(screen.contains("sort: failures 10 s"), "{screen}");
+        let styled = tmux.screen_with_styles();
+        assert_eq!(
+            sets_color(&styled),
+            !no_color,
+            "NO_COLOR={no_color}: {styled:?}"
+        );
+        tmux.keys(&["C-c"]);
+        tmux.assert_left_usable();
+    }
+}
+
+#[test]
+fn sigterm_and_sighup_end_it_like_q() {
+    let port = closed_port("127.0.0.1");
+    let _loop = RefusedLoop::start(port, Duration::from_millis(50), "refuse-signals");
+    let tmux = Tmux::start("signals", 120, 40, &[]);
+    let pid_file =
+        std::env::temp_dir().join(format!("connect-trace-top-{}.pid", std::process::id()));
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let _ = std::fs::remove_file(&pid_file);
+        tmux.type_line(&format!(
+            "clear; {}",
+            top_command(&format!("--pid {}", own_pid()), Some(&pid_file))
+        ));
+        tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+            shows_refused(s, port)
+        });
+        let pid: libc::pid_t = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: a plain syscall on the process the shell started for us.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        tmux.assert_left_usable();
+    }
+    let _ = std::fs::remove_file(&pid_file);
+}
+
+/// `GET /live` on `port`: the JSON body.
+fn live(port: u16) -> Value {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    write!(stream, "GET /live HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/json"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[test]
+fn from_a_running_daemon() {
+    let port = closed_port("127.0.0.1");
+    let _loop = RefusedLoop::start(port, Duration::from_millis(50), "refuse-from");
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let daemon = Daemon::start_ready(
+        &[],
+        &[
+            "--pid",
+            &own_pid(),
+            "--metrics",
+            &address,
+            "--output",
+            "/dev/null",
+        ],
+        Ready::Metrics(metrics),
+    );
+    // The endpoint itself.
+    let key = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + APPEARS_WITHIN;
+    let snapshot = loop {
+        let snapshot = live(metrics);
+        let shown = snapshot["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["key"] == key.as_str());
+        if shown {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "{key} not in {snapshot:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(snapshot["type"], "live");
+    let row = snapshot["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == key.as_str())
+        .unwrap();
+    assert_eq!(row["error"], "ECONNREFUSED", "{row}");
+    assert_eq!(row["class"], "refused", "{row}");
+    assert_eq!(row["errno"], libc::ECONNREFUSED, "{row}");
+    assert!(row["10s"]["failures"].as_u64().unwrap() >= 1, "{row}");
+    assert_eq!(row["10s"]["failures"], row["10s"]["attempts"], "{row}");
+    let record = &snapshot["recent_failures"][0];
+    assert_eq!(record["type"], "connect", "{record}");
+    assert_eq!(record["final_errno_name"], "ECONNREFUSED", "{record}");
+    assert_eq!(
+        snapshot["history"]["attempts"].as_array().unwrap().len(),
+        120
+    );
+
+    // The view of it, in a terminal.
+    let tmux = Tmux::start("from", 120, 40, &[]);
+    tmux.type_line(&top_command(&format!("--from http://{address}"), None));
+    let screen = tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+        shows_refused(s, port)
+    });
+    assert!(
+        screen.contains(&format!("from http://{address}")),
+        "{screen}"
+    );
+    tmux.keys(&["q"]);
+    tmux.assert_left_usable();
+    let stopped = daemon.stop_counted(libc::SIGTERM);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+fn top_without_terminal(args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("top")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_a_terminal_it_points_to_run() {
+    for args in [&[][..], &["--from", "127.0.0.1:1"][..]] {
+        let output = top_without_terminal(args);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("needs a terminal"), "{stderr}");
+        assert!(stderr.contains("connect-trace run"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+    let output = top_without_terminal(&["--from", "x:1", "--pid", "1"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+}
