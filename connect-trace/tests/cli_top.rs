@@ -37,7 +37,8 @@ const APPEARS_WITHIN: Duration = Duration::from_secs(5);
 
 /// A private tmux server with one pane running a plain `sh`.
 struct Tmux {
-    socket: String,
+    /// Its socket, removed when it is dropped (tmux leaves it behind).
+    socket: PathBuf,
 }
 
 impl Tmux {
@@ -45,7 +46,10 @@ impl Tmux {
     fn start(name: &str, width: u16, height: u16, env: &[(&str, &str)]) -> Self {
         require_root();
         let tmux = Self {
-            socket: format!("connect-trace-top-{}-{name}", std::process::id()),
+            socket: std::env::temp_dir().join(format!(
+                "connect-trace-top-{}-{name}.tmux",
+                std::process::id()
+            )),
         };
         let mut shell = String::from("env PS1='$ '");
         for (key, value) in env {
@@ -63,12 +67,19 @@ impl Tmux {
             "top",
             &shell,
         ]);
+        // Typed before the shell is up, a command would be echoed by the
+        // terminal first and the prompt would land on the output's line.
+        tmux.wait_for("the shell's prompt", TIMEOUT, |screen| {
+            screen.starts_with('$')
+        });
         tmux
     }
 
     fn run(&self, args: &[&str]) -> String {
         let output = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .unwrap_or_else(|error| {
@@ -133,11 +144,13 @@ impl Tmux {
     /// status was 0, and the terminal is as it was (main screen, cursor
     /// shown, echo and line editing back, a prompt that takes commands).
     fn assert_left_usable(&self) {
+        // `top-exit: ` and digits: the typed command has `top-exit: $?`.
         let exit = |screen: &str| {
-            screen
-                .lines()
-                .find_map(|line| line.strip_prefix("top-exit: "))
-                .map(str::to_owned)
+            screen.lines().find_map(|line| {
+                let (_, status) = line.split_once("top-exit: ")?;
+                (!status.is_empty() && status.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| status.to_owned())
+            })
         };
         let screen = self.wait_for("exit status", TIMEOUT, |s| exit(s).is_some());
         assert_eq!(exit(&screen).as_deref(), Some("0"), "{screen}");
@@ -150,21 +163,26 @@ impl Tmux {
         self.type_line(
             "stty -a | grep -qw -e -icanon -e -echo && echo mode: raw || echo mode: cooked",
         );
-        let screen = self.wait_for("the terminal's mode", TIMEOUT, |s| {
-            s.lines().any(|line| line.starts_with("mode: "))
-        });
-        assert!(
-            screen.lines().any(|line| line == "mode: cooked"),
-            "{screen}"
-        );
+        let mode = |screen: &str| {
+            screen
+                .lines()
+                .map(|line| line.trim_start_matches("$ "))
+                .find(|line| *line == "mode: raw" || *line == "mode: cooked")
+                .map(str::to_owned)
+        };
+        let screen = self.wait_for("the terminal's mode", TIMEOUT, |s| mode(s).is_some());
+        assert_eq!(mode(&screen).as_deref(), Some("mode: cooked"), "{screen}");
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 

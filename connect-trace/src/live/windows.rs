@@ -3,22 +3,37 @@
 
 use crate::aggregate::window::Tally;
 
-/// One bucket: the time step it counts (`None`: never used) and its
-/// counts. Counts are `u32`: a ten-second bucket would need 400 million
-/// attempts a second to overflow, and saturates rather than wraps.
-#[derive(Debug, Clone, Copy, Default)]
+/// One bucket: the time step it counts ([`UNUSED`]: none yet) and its
+/// counts, in 16 bytes. Counts are `u32`: a ten-second bucket would need
+/// 400 million attempts a second to overflow, and saturates rather than
+/// wraps.
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
-    step: Option<u64>,
+    step: u64,
     attempts: u32,
     failures: u32,
 }
 
+/// The step of a bucket never used: no clock reaches it.
+const UNUSED: u64 = u64::MAX;
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self {
+            step: UNUSED,
+            attempts: 0,
+            failures: 0,
+        }
+    }
+}
+
 impl Bucket {
     fn count(&mut self, step: u64, failed: bool) {
-        if self.step != Some(step) {
+        if self.step != step {
             *self = Self {
-                step: Some(step),
-                ..Self::default()
+                step,
+                attempts: 0,
+                failures: 0,
             };
         }
         self.attempts = self.attempts.saturating_add(1);
@@ -27,7 +42,7 @@ impl Bucket {
 
     fn tally_if(&self, keep: impl Fn(u64) -> bool) -> Tally {
         match self.step {
-            Some(step) if keep(step) => Tally {
+            step if step != UNUSED && keep(step) => Tally {
                 attempts: u64::from(self.attempts),
                 failures: u64::from(self.failures),
             },
@@ -43,7 +58,7 @@ const TEN_SECOND_STEPS: usize = 30;
 /// (exact) and ten-second buckets for the last 5 min. The minute and the
 /// five minutes are counted in ten-second steps: the step under way and the
 /// 5 (or 29) before it, so they cover between 50 and 60 s (290 and 300 s)
-/// and never an attempt older than their name. About 650 bytes.
+/// and never an attempt older than their name. 640 bytes.
 #[derive(Debug, Clone, Default)]
 pub struct KeyWindows {
     seconds: [Bucket; 10],
@@ -182,6 +197,11 @@ mod tests {
         assert_eq!(history.last(12, 2), tally(1, 1));
         assert_eq!(history.at(310), Tally::default(), "a stale bucket");
         assert_eq!(history.last(2, 300), Tally::default());
+    }
+
+    #[test]
+    fn a_key_s_windows_take_640_bytes() {
+        assert_eq!(size_of::<KeyWindows>(), 640);
     }
 
     proptest! {

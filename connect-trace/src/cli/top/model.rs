@@ -555,7 +555,7 @@ fn explain(errno: Option<i32>, name: Option<&str>) -> Popup {
         (Some(entry), _) => {
             let mut text = Vec::new();
             // Writing to a Vec cannot fail.
-            let _ = super::super::explain::write_entry(&mut text, entry);
+            let _ = crate::cli::explain::write_entry(&mut text, entry);
             String::from_utf8_lossy(&text)
                 .lines()
                 .map(|line| printable(line).into_owned())

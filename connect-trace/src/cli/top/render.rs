@@ -12,8 +12,8 @@ use ratatui::{
     style::{Color, Modifier, Style},
     text::{Line, Span, Text},
     widgets::{
-        Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row as TableRow,
-        Sparkline, Table, TableState, Wrap,
+        Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph, Row as TableRow, Table,
+        TableState, Wrap,
     },
 };
 
@@ -228,21 +228,28 @@ fn draw_sparkline(frame: &mut Frame<'_>, area: Rect, label: &str, history: &[u64
     frame.render_widget(Paragraph::new(label.to_owned()), label_area);
     // The newest second at the right edge.
     let shown = history.len().min(usize::from(chart.width));
-    let data = &history[history.len() - shown..];
-    let offset = chart.width - u16::try_from(shown).unwrap_or(chart.width);
-    let chart = Rect {
-        x: chart.x + offset,
-        width: chart.width - offset,
-        ..chart
-    };
+    let bars = bars(&history[history.len() - shown..], peak);
     frame.render_widget(
-        Sparkline::default()
-            .data(data)
-            .max(peak.max(1))
-            .style(style),
+        Paragraph::new(Span::styled(bars, style)).alignment(Alignment::Right),
         chart,
     );
     frame.render_widget(Paragraph::new(peak_text), peak_area);
+}
+
+/// One bar per value, `▁` to `█` against `peak`. Any value above zero
+/// gets at least `▁`: a few failures next to a burst must still show.
+fn bars(values: &[u64], peak: u64) -> String {
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values
+        .iter()
+        .map(|&value| match value {
+            0 => ' ',
+            value => {
+                let level = value.saturating_mul(7) / peak.max(1);
+                LEVELS[usize::try_from(level).unwrap_or(7).min(7)]
+            }
+        })
+        .collect()
 }
 
 fn draw_tabs(frame: &mut Frame<'_>, area: Rect, current: View) {
@@ -766,6 +773,13 @@ mod tests {
                 .unwrap();
         }
         println!("{:?} per 120x40 frame", start.elapsed() / frames);
+    }
+
+    #[test]
+    fn bars_show_every_second_with_attempts() {
+        assert_eq!(bars(&[0, 1, 50, 100, 2000], 2000), " ▁▁▁█");
+        assert_eq!(bars(&[0, 3, 7], 7), " ▄█");
+        assert_eq!(bars(&[0, 0], 0), "  ");
     }
 
     #[test]
