@@ -252,6 +252,8 @@ pub struct Model {
     pub paused: bool,
     /// The pop-up shown, if any.
     pub popup: Option<Popup>,
+    /// How many lines the pop-up is scrolled down.
+    pub popup_scroll: u16,
 }
 
 impl Model {
@@ -271,6 +273,7 @@ impl Model {
             selected: 0,
             paused: false,
             popup: None,
+            popup_scroll: 0,
         }
     }
 
@@ -367,15 +370,23 @@ impl Model {
             return self.edit_filter(key.code, control);
         }
         if self.popup.is_some() {
-            return match key.code {
-                KeyCode::Char('q') => Action::Quit,
-                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?' | 'e') => {
-                    self.popup = None;
-                    Action::Redraw
+            match key.code {
+                KeyCode::Char('q') => return Action::Quit,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?' | 'e') => self.popup = None,
+                KeyCode::Down | KeyCode::Char('j') => {
+                    self.popup_scroll = self.popup_scroll.saturating_add(1);
                 }
-                _ => Action::Nothing,
-            };
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.popup_scroll = self.popup_scroll.saturating_sub(1);
+                }
+                KeyCode::PageDown => self.popup_scroll = self.popup_scroll.saturating_add(10),
+                KeyCode::PageUp => self.popup_scroll = self.popup_scroll.saturating_sub(10),
+                KeyCode::Home | KeyCode::Char('g') => self.popup_scroll = 0,
+                _ => return Action::Nothing,
+            }
+            return Action::Redraw;
         }
+        self.popup_scroll = 0;
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => self.switch(1),
@@ -387,12 +398,12 @@ impl Model {
                 self.view = View::ALL[index];
                 self.selected = 0;
             }
-            KeyCode::Down | KeyCode::Char('j') => self.selected = self.selected.saturating_add(1),
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::PageDown => self.selected = self.selected.saturating_add(PAGE),
-            KeyCode::PageUp => self.selected = self.selected.saturating_sub(PAGE),
+            KeyCode::Down | KeyCode::Char('j') => self.select(1, true),
+            KeyCode::Up | KeyCode::Char('k') => self.select(1, false),
+            KeyCode::PageDown => self.select(PAGE, true),
+            KeyCode::PageUp => self.select(PAGE, false),
             KeyCode::Home | KeyCode::Char('g') => self.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => self.selected = usize::MAX,
+            KeyCode::End | KeyCode::Char('G') => self.select(usize::MAX, true),
             KeyCode::Char('s') => self.step_sort(1),
             KeyCode::Char('S') => self.step_sort(SORTS.len() - 1),
             KeyCode::Char('r') => self.descending = !self.descending,
@@ -431,6 +442,21 @@ impl Model {
         }
         self.selected = 0;
         Action::Redraw
+    }
+
+    /// Moves the selection `by` lines down or up, within the lines shown.
+    fn select(&mut self, by: usize, down: bool) {
+        let len = if self.view == View::Failures {
+            self.failures().len()
+        } else {
+            self.rows().len()
+        };
+        let at = self.selected(len);
+        self.selected = if down {
+            at.saturating_add(by).min(len.saturating_sub(1))
+        } else {
+            at.saturating_sub(by)
+        };
     }
 
     fn switch(&mut self, by: usize) {
@@ -894,6 +920,11 @@ mod tests {
         press(&mut model, KeyCode::Char('1'));
         assert_eq!(model.view, View::Destinations);
         press(&mut model, KeyCode::End);
+        assert_eq!(model.selected(3), 2);
+        press(&mut model, KeyCode::Up);
+        assert_eq!(model.selected(3), 1, "up from the end moves at once");
+        press(&mut model, KeyCode::PageDown);
+        press(&mut model, KeyCode::Down);
         assert_eq!(model.selected(3), 2);
         press(&mut model, KeyCode::Char('e'));
         let Some(Popup::Text { title, lines }) = &model.popup else {

@@ -131,7 +131,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model, theme: Theme, notes: &Notes) {
     }
     draw_footer(frame, footer, model, notes, theme);
     if let Some(popup) = &model.popup {
-        draw_popup(frame, area, popup);
+        draw_popup(frame, area, popup, model.popup_scroll);
     }
 }
 
@@ -553,7 +553,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
 ];
 
-fn draw_popup(frame: &mut Frame<'_>, area: Rect, popup: &Popup) {
+fn draw_popup(frame: &mut Frame<'_>, area: Rect, popup: &Popup, scroll: u16) {
     let (title, lines): (&str, Vec<Line<'_>>) = match popup {
         Popup::Help => {
             let mut lines: Vec<Line<'_>> = HELP
@@ -572,12 +572,16 @@ fn draw_popup(frame: &mut Frame<'_>, area: Rect, popup: &Popup) {
             lines.push(Line::raw(
                 "Windows: the last 10 s (exact), 1 m and 5 m (in ten-second steps). RATE is failures / attempts; an error's ATT is every attempt. ERROR is the key's latest failure.",
             ));
-            ("keys (Esc closes)", lines)
+            ("keys (Esc closes, ↑ ↓ scroll)", lines)
         }
         Popup::Text { title, lines } => (
             title.as_str(),
             lines.iter().map(|line| Line::raw(line.as_str())).collect(),
         ),
+    };
+    let title = match popup {
+        Popup::Help => title.to_owned(),
+        Popup::Text { .. } => format!("{title} (Esc closes, ↑ ↓ scroll)"),
     };
     let width = area.width.saturating_sub(4).min(100);
     // Lines wrap inside the borders, at word boundaries: count with room
@@ -600,13 +604,20 @@ fn draw_popup(frame: &mut Frame<'_>, area: Rect, popup: &Popup) {
         height,
     };
     frame.render_widget(Clear, rect);
+    // Scrolled no further than the last screenful.
+    let scroll = scroll.min(
+        u16::try_from(rows)
+            .unwrap_or(u16::MAX)
+            .saturating_sub(height.saturating_sub(2)),
+    );
     let block = Block::default()
         .borders(Borders::ALL)
-        .title(format!(" {} ", printable(title)));
+        .title(format!(" {} ", printable(&title)));
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)
-            .wrap(Wrap { trim: false }),
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
         rect,
     );
 }
@@ -787,7 +798,7 @@ mod tests {
         let mut model = model();
         model.popup = Some(Popup::Help);
         let text = screen(&model, 80, 24);
-        assert!(text.contains("keys (Esc closes)"), "{text}");
+        assert!(text.contains("keys (Esc closes"), "{text}");
         assert!(text.contains("reverse the order"), "{text}");
     }
 }
