@@ -152,9 +152,12 @@ fn show(
             let notes = Notes {
                 warning: logs.warning(),
             };
-            screen
-                .draw(|frame| render::draw(frame, &model, theme, &notes))
-                .context("drawing")?;
+            match screen.draw(|frame| render::draw(frame, &model, theme, &notes)) {
+                Ok(()) => {}
+                // The terminal hung up: nobody is left to look.
+                Err(error) if error.raw_os_error() == Some(libc::EIO) => return Ok(()),
+                Err(error) => return Err(error).context("drawing"),
+            }
             dirty = false;
         }
         match keys::wait(KEY_WAIT).context("reading keys")? {
