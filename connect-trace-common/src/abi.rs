@@ -35,6 +35,27 @@ pub mod connect_flags {
     /// had just ended: the same attempt seen again, not a new one. Decided
     /// in the kernel by [`crate::outcome::is_repeat`].
     pub const REPEAT: u32 = 1 << 1;
+    /// No call was seen for this attempt: the record was made when a TCP
+    /// handshake started without one (a kernel socket, a 32-bit program,
+    /// TCP Fast Open, ...). It has no return value, descriptor or
+    /// latency; the handshake's end gives its outcome.
+    pub const NO_CALL: u32 = 1 << 2;
+}
+
+/// How an attempt was made: [`ConnectRecord::via`].
+pub mod via {
+    /// connect(2) from a 64-bit program.
+    pub const SYSCALL: u32 = 0;
+    /// An io_uring `IORING_OP_CONNECT` request.
+    pub const IO_URING: u32 = 1;
+    /// connect(2) or socketcall(2) from a 32-bit program.
+    pub const COMPAT: u32 = 2;
+    /// sendto(2) or sendmsg(2) with `MSG_FASTOPEN`: TCP Fast Open.
+    pub const FASTOPEN: u32 = 3;
+    /// A socket of the kernel's own (NFS, iSCSI, SMB...): no user task.
+    pub const KERNEL: u32 = 4;
+    /// A user task by a path not recognized above.
+    pub const OTHER: u32 = 5;
 }
 
 /// Bits of [`ConnectRecord::addr_flags`].
@@ -45,6 +66,10 @@ pub mod addr_flags {
     /// `addrlen` was negative or larger than [`super::SOCKADDR_MAX`], so
     /// nothing was read.
     pub const BAD_LENGTH: u32 = 1 << 1;
+    /// The call's start was not seen (it began before tracing did, or the
+    /// kernel skipped the entry program): only its result is known, not
+    /// its address or descriptor.
+    pub const NOT_SEEN: u32 = 1 << 2;
 }
 
 /// TCP states, as `inet_sock_set_state` reports them (include/net/tcp_states.h).
@@ -60,7 +85,8 @@ pub mod tcp_state {
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
 
-/// What the entry program saves for the exit program, per thread.
+/// What the entry program saves for the exit program, per thread (or, for
+/// io_uring, per request).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct InFlight {
@@ -76,8 +102,34 @@ pub struct InFlight {
     pub addr_flags: u32,
     /// [`connect_flags`] bits.
     pub flags: u32,
+    /// [`via`]: how the call was made.
+    pub via: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
     /// The first `min(addrlen, SOCKADDR_MAX)` bytes of the address.
     pub addr: [u8; SOCKADDR_MAX],
+}
+
+/// An io_uring connect request between submission and completion, in the
+/// `IO_URING_CALLS` map by request: the call, and who submitted it (the
+/// completion may run in another thread of the process).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct IoUringCall {
+    /// The call, as for a connect() syscall.
+    pub call: InFlight,
+    /// The submitting thread (`pid_tgid`).
+    pub pid_tgid: u64,
+    /// Its real user and group ids (`uid | gid << 32`).
+    pub uid_gid: u64,
+    /// Its cgroup v2 id.
+    pub cgroup_id: u64,
+    /// Its network namespace's inode number (0: not known).
+    pub netns: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
+    /// Its `comm`.
+    pub comm: [u8; COMM_LEN],
 }
 
 /// What became of a TCP handshake started by a connect() call, as far as it
@@ -109,10 +161,19 @@ pub struct PendingHandshake {
     pub syn_ns: u64,
     /// The connecting thread (`pid_tgid`).
     pub pid_tgid: u64,
+    /// The call whose record the end joins if it comes before the call
+    /// returns: the key of its entry in `IN_FLIGHT` (a `pid_tgid`) or,
+    /// with `via` [`via::IO_URING`], in `IO_URING_CALLS` (a request); 0
+    /// when no call was seen.
+    pub call: u64,
     /// [`crate::family::slot`] of the destination.
     pub family_slot: u32,
-    /// The socket descriptor the connect() call was made on.
+    /// The socket descriptor the connect() call was made on (-1: none).
     pub fd: i32,
+    /// [`via`]: how the attempt was made.
+    pub via: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
 }
 
 /// The latest TCP attempt made on one (process, descriptor), in the
@@ -184,8 +245,8 @@ pub struct ConnectRecord {
     /// The inode number of the caller's network namespace; 0 when not known
     /// (no BTF).
     pub netns: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// [`via`]: how the attempt was made.
+    pub via: u32,
     /// The handshake this call started, if it sent a SYN.
     pub handshake: Handshake,
     /// The thread's `comm`, NUL-padded (not always NUL-terminated).
@@ -195,8 +256,9 @@ pub struct ConnectRecord {
 }
 
 const _: () = assert!(core::mem::size_of::<Handshake>() == 32);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 184);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 192);
+const _: () = assert!(core::mem::size_of::<IoUringCall>() == 240);
 const _: () = assert!(core::mem::size_of::<OutcomeRecord>() == 48);
-const _: () = assert!(core::mem::size_of::<PendingHandshake>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingHandshake>() == 40);
 const _: () = assert!(core::mem::size_of::<RecentAttempt>() == 32);
 const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 248);

@@ -41,6 +41,40 @@ pub struct Config {
     pub tracepoints: TracepointOffsets,
     /// Where kernel struct members are, from BTF.
     pub kernel: KernelOffsets,
+    /// Where the io_uring tracepoints' fields are, from tracefs.
+    pub io_uring: IoUringOffsets,
+}
+
+/// Byte offsets of the fields the io_uring programs read, from tracefs.
+/// They are always read through a helper: the io_uring tracepoints changed
+/// shape across versions, and only io_uring requests pay for it. The
+/// programs are attached only where both tracepoints give the request's
+/// address (`req`, Linux 6.0 and later).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct IoUringOffsets {
+    /// `io_uring_submit_req.req`.
+    pub submit_req: u32,
+    /// `io_uring_submit_req.opcode`.
+    pub submit_opcode: u32,
+    /// `io_uring_submit_req.flags`: the request's flags (`REQ_F_*`), whose
+    /// lowest bit says the descriptor is an index of registered files.
+    pub submit_flags: u32,
+    /// `io_uring_complete.req`.
+    pub complete_req: u32,
+    /// `io_uring_complete.res`.
+    pub complete_res: u32,
+}
+
+impl IoUringOffsets {
+    /// Nothing known: io_uring is not traced.
+    pub const UNKNOWN: Self = Self {
+        submit_req: OFFSET_UNKNOWN,
+        submit_opcode: OFFSET_UNKNOWN,
+        submit_flags: OFFSET_UNKNOWN,
+        complete_req: OFFSET_UNKNOWN,
+        complete_res: OFFSET_UNKNOWN,
+    };
 }
 
 /// Byte offsets of the tracepoint fields the programs read, from the
@@ -91,6 +125,36 @@ pub struct KernelOffsets {
     pub nsproxy_net_ns: u32,
     /// `struct net.ns.inum`: the network namespace's inode number.
     pub net_inum: u32,
+    /// `struct sock.__sk_common.skc_family`.
+    pub sock_family: u32,
+    /// `struct sock.__sk_common.skc_dport`.
+    pub sock_dport: u32,
+    /// `struct sock.__sk_common.skc_daddr`.
+    pub sock_daddr: u32,
+    /// `struct sock.__sk_common.skc_v6_daddr`.
+    pub sock_v6_daddr: u32,
+    /// `struct tcp_sock.fastopen_req`: set while sendto()/sendmsg() with
+    /// `MSG_FASTOPEN` connects.
+    pub tcp_fastopen_req: u32,
+    /// `struct task_struct.flags` (`PF_*`).
+    pub task_flags: u32,
+    /// `struct task_struct.thread_info.status` (x86 only): its `TS_COMPAT`
+    /// bit is set during a 32-bit program's system call.
+    pub task_status: u32,
+    /// `struct task_struct.group_leader`.
+    pub task_group_leader: u32,
+    /// `struct task_struct.comm`.
+    pub task_comm: u32,
+    /// `struct io_kiocb.file`: an io_uring request's file, once issued.
+    pub io_request_file: u32,
+    /// `struct io_kiocb.cqe.fd`: an io_uring request's descriptor, until it
+    /// completes.
+    pub io_request_fd: u32,
+    /// Where a connect request keeps the address pointer
+    /// (`struct io_connect.addr`, within `struct io_kiocb`).
+    pub io_connect_addr: u32,
+    /// The same for the address length (`struct io_connect.addr_len`).
+    pub io_connect_addr_len: u32,
 }
 
 impl KernelOffsets {
@@ -106,6 +170,19 @@ impl KernelOffsets {
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
         net_inum: OFFSET_UNKNOWN,
+        sock_family: OFFSET_UNKNOWN,
+        sock_dport: OFFSET_UNKNOWN,
+        sock_daddr: OFFSET_UNKNOWN,
+        sock_v6_daddr: OFFSET_UNKNOWN,
+        tcp_fastopen_req: OFFSET_UNKNOWN,
+        task_flags: OFFSET_UNKNOWN,
+        task_status: OFFSET_UNKNOWN,
+        task_group_leader: OFFSET_UNKNOWN,
+        task_comm: OFFSET_UNKNOWN,
+        io_request_file: OFFSET_UNKNOWN,
+        io_request_fd: OFFSET_UNKNOWN,
+        io_connect_addr: OFFSET_UNKNOWN,
+        io_connect_addr_len: OFFSET_UNKNOWN,
     };
 
     /// Whether the programs can find the socket behind a descriptor (the
@@ -117,6 +194,14 @@ impl KernelOffsets {
             && self.fdtable_fd != OFFSET_UNKNOWN
             && self.file_private_data != OFFSET_UNKNOWN
             && self.socket_sk != OFFSET_UNKNOWN
+    }
+
+    /// Whether the programs can read a socket's destination (for a
+    /// handshake no call was seen for).
+    pub const fn can_find_destination(&self) -> bool {
+        self.sock_family != OFFSET_UNKNOWN
+            && self.sock_dport != OFFSET_UNKNOWN
+            && self.sock_daddr != OFFSET_UNKNOWN
     }
 
     /// Whether the programs can read the caller's network namespace.
@@ -178,7 +263,8 @@ impl Config {
         filter_cgroup_id: 0,
         tracepoints: TracepointOffsets::USUAL,
         kernel: KernelOffsets::UNKNOWN,
+        io_uring: IoUringOffsets::UNKNOWN,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 176);

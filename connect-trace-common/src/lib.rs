@@ -45,6 +45,7 @@ mod user {
 
     aya_pod!(
         abi::InFlight,
+        abi::IoUringCall,
         abi::Handshake,
         abi::PendingHandshake,
         abi::RecentAttempt,

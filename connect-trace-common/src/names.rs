@@ -17,6 +17,9 @@ pub mod map {
     /// Per-CPU `u64` counts of attempts by family and final outcome,
     /// indexed by [`crate::outcome::slot`].
     pub const OUTCOMES: &str = "OUTCOMES";
+    /// io_uring connect requests between submission and completion, keyed
+    /// by request.
+    pub const IO_URING_CALLS: &str = "IO_URING_CALLS";
 }
 
 /// Names of the eBPF programs in the object.
@@ -25,10 +28,20 @@ pub mod program {
     pub const ENTER_CONNECT: &str = "enter_connect";
     /// Attached to `syscalls/sys_exit_connect`.
     pub const EXIT_CONNECT: &str = "exit_connect";
-    /// Attached to `sock/inet_sock_set_state` (classic tracepoint).
+    /// Attached to `sock/inet_sock_set_state` (classic tracepoint), where
+    /// raw tracepoints are not available.
     pub const SOCK_STATE: &str = "sock_state";
-    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred).
-    pub const SOCK_STATE_RAW: &str = "sock_state_raw";
+    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred):
+    /// handshake starts.
+    pub const HANDSHAKE_START: &str = "handshake_start";
+    /// Attached to the raw tracepoint `inet_sock_set_state` (preferred):
+    /// handshake ends.
+    pub const HANDSHAKE_END: &str = "handshake_end";
+    /// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe`
+    /// before Linux 5.19): connect requests as they are submitted.
+    pub const IO_URING_SUBMIT: &str = "io_uring_submit";
+    /// Attached to `io_uring/io_uring_complete`: their results.
+    pub const IO_URING_COMPLETE: &str = "io_uring_complete";
 }
 
 /// Slots of the per-CPU [`map::COUNTERS`] array.
@@ -51,8 +64,11 @@ pub mod counter {
     /// status check could still have come for it (pending, or ended less
     /// than [`crate::outcome::STATUS_CHECK_WINDOW_NS`] ago).
     pub const RECENT_EVICTED: u32 = 6;
+    /// The io_uring request map refused an entry: that connect request is
+    /// not reported (a TCP one is still counted by its handshake).
+    pub const IO_URING_FULL: u32 = 7;
     /// Number of slots.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Entries of the `RECENT` table: a direct-mapped table, one slot per hash

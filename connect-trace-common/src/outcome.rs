@@ -23,6 +23,9 @@ pub const EISCONN: i32 = 106;
 pub const EALREADY: i32 = 114;
 /// `EINPROGRESS`: a non-blocking attempt goes on after the call.
 pub const EINPROGRESS: i32 = 115;
+/// `ECANCELED`: an io_uring request was canceled (by a linked timeout or
+/// an explicit cancel) before it completed. connect(2) never returns it.
+pub const ECANCELED: i32 = 125;
 
 /// How long after an attempt ended a connect() on the same socket that
 /// returns what it ended with is taken as the program checking the result
@@ -154,6 +157,9 @@ impl Outcome {
         match errno {
             0 | EISCONN => Self::Connected,
             EINPROGRESS | EALREADY | EINTR => Self::InProgress,
+            // The program gave up on the request, whatever became of the
+            // handshake after.
+            ECANCELED => Self::Canceled,
             errno => Self::Failed(Some(errno)),
         }
     }

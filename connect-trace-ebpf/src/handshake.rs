@@ -2,25 +2,28 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
 use connect_trace_common::{
     abi::{
-        Handshake, IPPROTO_TCP, OUTCOME_ERR_UNKNOWN, OutcomeRecord, PendingHandshake,
-        connect_flags, record_kind, tcp_state,
+        Handshake, IPPROTO_TCP, InFlight, OutcomeRecord, PendingHandshake, connect_flags,
+        record_kind, tcp_state, via,
     },
-    config::{OFFSET_UNKNOWN, layout},
+    config::layout,
     names::counter,
     outcome::{HandshakeEnd, Outcome},
 };
 
 use crate::{
+    call::family_slot_of,
     config::{config, field},
+    io_uring,
     maps::{EVENTS, IN_FLIGHT, PENDING, count, count_outcome, wakeup_flags},
-    recent,
-    syscall::family_slot_of,
+    recent, sock,
+    task::traced,
+    without_call,
 };
 
 /// Attached to the classic tracepoint `sock/inet_sock_set_state`, where the
@@ -44,18 +47,41 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The same hook as a raw tracepoint, which the loader prefers: the kernel
+/// The same hook as raw tracepoints, which the loader prefers: the kernel
 /// then passes `(sk, oldstate, newstate)` as they are instead of building
 /// the tracepoint's record (addresses, ports) on every TCP state change on
 /// the host. There is no protocol field to check; only TCP (and MPTCP,
 /// which is TCP underneath) ever moves a socket from CLOSE to SYN_SENT,
 /// and only such sockets are followed.
+///
+/// Two programs, not one: the kernel never lets a program run on a CPU
+/// where it is already running, and skips the event instead (it counts a
+/// "recursion miss"). A handshake starts in the connecting task and most
+/// end in softirq, which can interrupt that task on the same CPU; with one
+/// program, every end that a softirq delivered while the program was
+/// busy with a start was lost, thousands at a time under a burst of
+/// timeouts. Starts happen only in task context and ends only in softirq
+/// or a task's own call, so neither program can be interrupted by itself.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn sock_state_raw(ctx: RawTracePointContext) -> i32 {
-    let sock: u64 = ctx.arg(0);
+pub fn handshake_start(ctx: RawTracePointContext) -> i32 {
     let old: u64 = ctx.arg(1);
     let new: u64 = ctx.arg(2);
-    on_state_change(sock, old as u32, new as u32);
+    if old as u32 == tcp_state::CLOSE && new as u32 == tcp_state::SYN_SENT {
+        on_syn(ctx.arg(0));
+    }
+    0
+}
+
+/// The other half: a handshake's end (see [`handshake_start`]).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn handshake_end(ctx: RawTracePointContext) -> i32 {
+    let old: u64 = ctx.arg(1);
+    let new = ctx.arg::<u64>(2) as u32;
+    if old as u32 == tcp_state::SYN_SENT
+        && (new == tcp_state::ESTABLISHED || new == tcp_state::CLOSE)
+    {
+        on_end(ctx.arg(0), new);
+    }
     0
 }
 
@@ -74,41 +100,74 @@ fn on_state_change(sock: u64, old: u32, new: u32) {
     }
 }
 
-/// CLOSE→SYN_SENT fires in the connecting thread, inside connect(): only
-/// handshakes started by a traced call have an in-flight entry there.
+/// CLOSE→SYN_SENT fires in the connecting thread, inside the call: a
+/// connect() syscall has an in-flight entry for the thread there, and an
+/// io_uring request is found by its socket. A handshake no call was seen
+/// for is reported from here ([`without_call`]).
 #[inline(always)]
 fn on_syn(sock: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pid_tgid) else {
-        // A handshake nobody traced. An entry left at this address by an
-        // earlier socket whose end was never seen must not take its
-        // outcome.
-        let _ = PENDING.remove(&sock);
+    if let Some(call) = IN_FLIGHT.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the entry belongs to this thread, which is inside connect().
+        tie(unsafe { &mut *call }, sock, pid_tgid, pid_tgid);
         return;
-    };
-    // SAFETY: the entry belongs to this thread, which is inside connect().
-    let in_flight = unsafe { &mut *in_flight };
-    if in_flight.handshake.sock != 0 {
+    }
+    if let Some((call, request)) = io_uring::call_of(sock) {
+        // SAFETY: a request between submission and completion; only this
+        // socket's handshake and the request's completion touch it.
+        let call = unsafe { &mut *call };
+        tie(&mut call.call, sock, call.pid_tgid, request);
+        return;
+    }
+    // An entry left at this address by an earlier socket whose end was
+    // never seen must not take this handshake's outcome.
+    let _ = PENDING.remove(&sock);
+    if traced(pid_tgid) {
+        without_call::report_start(sock, pid_tgid);
+    }
+}
+
+/// Ties the handshake on `sock` to `call` (made by `pid_tgid`, found under
+/// key `key`), and starts following it.
+#[inline(always)]
+fn tie(call: &mut InFlight, sock: u64, pid_tgid: u64, key: u64) {
+    if call.handshake.sock != 0 {
         // The call's socket went first; a second SYN in the same call is
         // an MPTCP subflow, whose end the connection's own socket reports.
         return;
     }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let syn_ns = unsafe { bpf_ktime_get_ns() };
-    in_flight.handshake.sock = sock;
-    in_flight.handshake.syn_ns = syn_ns;
+    call.handshake.sock = sock;
+    call.handshake.syn_ns = syn_ns;
     let pending = PendingHandshake {
         syn_ns,
         pid_tgid,
-        family_slot: family_slot_of(in_flight),
-        fd: in_flight.fd,
+        call: key,
+        family_slot: family_slot_of(call),
+        fd: call.fd,
+        via: call.via,
+        reserved: 0,
     };
     if PENDING.insert(&sock, &pending, u64::from(BPF_ANY)).is_err() {
-        in_flight.flags |= connect_flags::UNTRACKED;
+        call.flags |= connect_flags::UNTRACKED;
         count(counter::PENDING_FULL);
         return;
     }
-    recent::begin((pid_tgid >> 32) as u32, in_flight.fd, sock, syn_ns);
+    recent::begin((pid_tgid >> 32) as u32, call.fd, sock, syn_ns);
+}
+
+/// The call a handshake's end joins if the call has not returned yet.
+#[inline(always)]
+fn unreturned_call(pending: &PendingHandshake, sock: u64) -> Option<*mut InFlight> {
+    let call = match pending.via {
+        via::SYSCALL if pending.call != 0 => IN_FLIGHT.get_ptr_mut(&pending.call)?,
+        via::IO_URING if pending.call != 0 => io_uring::call(pending.call)?,
+        _ => return None,
+    };
+    // SAFETY: a live map entry; only read here.
+    let handshake = unsafe { &(*call).handshake };
+    (handshake.sock == sock && handshake.syn_ns == pending.syn_ns).then_some(call)
 }
 
 /// SYN_SENT→ESTABLISHED or →CLOSE: the end of a handshake, if followed.
@@ -127,7 +186,7 @@ fn on_end(sock: u64, new: u32) {
         outcome_ns: now,
         outcome_state: new,
         outcome_err: if new == tcp_state::CLOSE {
-            socket_error(sock)
+            sock::error(sock)
         } else {
             0
         },
@@ -137,19 +196,17 @@ fn on_end(sock: u64, new: u32) {
         None => Outcome::Failed(None).code(),
     };
     let tgid = (pending.pid_tgid >> 32) as u32;
-    recent::end(tgid, pending.fd, sock, code, now);
-    // Still inside the connect() that started it (loopback, or a blocking
-    // call woken in its own context): the exit program reports and counts
-    // it with the call.
-    if bpf_get_current_pid_tgid() == pending.pid_tgid
-        && let Some(in_flight) = IN_FLIGHT.get_ptr_mut(&pending.pid_tgid)
-    {
-        // SAFETY: the entry belongs to this thread, inside connect().
-        let in_flight = unsafe { &mut *in_flight };
-        if in_flight.handshake.sock == sock {
-            in_flight.handshake = outcome;
-            return;
-        }
+    if pending.fd >= 0 {
+        recent::end(tgid, pending.fd, sock, code, now);
+    }
+    // Still inside the call that started it (loopback, a blocking call
+    // woken in its own context, an io_uring request not yet completed):
+    // the call's record reports and counts it.
+    if let Some(call) = unreturned_call(&pending, sock) {
+        // SAFETY: a live map entry of a call that has not returned, whose
+        // handshake only this socket's end writes.
+        unsafe { (*call).handshake = outcome };
+        return;
     }
     count_outcome(pending.family_slot, code);
     let Some(mut entry) = EVENTS.reserve::<OutcomeRecord>(0) else {
@@ -163,17 +220,4 @@ fn on_end(sock: u64, new: u32) {
         handshake: outcome,
     });
     entry.submit(wakeup_flags());
-}
-
-/// `sk->sk_err`: the kernel sets it before moving a failed handshake to
-/// CLOSE; it is 0 when the application closed the socket itself.
-#[inline(always)]
-fn socket_error(sock: u64) -> i32 {
-    let offset = config!(kernel.sock_sk_err);
-    if offset == OFFSET_UNKNOWN {
-        return OUTCOME_ERR_UNKNOWN;
-    }
-    let field = (sock + u64::from(offset)) as *const i32;
-    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
-    unsafe { bpf_probe_read_kernel(field) }.unwrap_or(OUTCOME_ERR_UNKNOWN)
 }

@@ -12,8 +12,17 @@
 //!   is unrelated, so it is matched by socket. If the connecting thread is
 //!   still inside the call, the outcome rides in its `ConnectRecord`;
 //!   otherwise an `OutcomeRecord` carries it.
+//! - [`io_uring`]: io_uring connect requests, saved at submission and
+//!   reported at completion, their handshakes found through their sockets.
+//! - [`without_call`]: a TCP handshake that starts without any call the
+//!   programs saw (a kernel socket, a 32-bit program, TCP Fast Open) is
+//!   reported from the handshake itself, so every one is counted.
+//! - [`call`]: what every kind of call shares once it returns: repeat
+//!   decision, counting, the record.
 //! - [`recent`]: the latest TCP attempt per (process, descriptor), which
 //!   tells a status check from a new attempt.
+//! - [`task`] and [`sock`]: what is read from the current task and from a
+//!   socket, at BTF offsets.
 //! - [`maps`] and [`config`]: the maps, counters and the loader's settings.
 //!
 //! What an outcome is, and what is a repeat, is decided by
@@ -23,12 +32,16 @@
 #![no_std]
 #![no_main]
 
+mod call;
 mod config;
 mod handshake;
+mod io_uring;
 mod maps;
 mod recent;
+mod sock;
 mod syscall;
 mod task;
+mod without_call;
 
 #[cfg(not(test))]
 #[panic_handler]

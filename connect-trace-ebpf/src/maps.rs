@@ -3,10 +3,10 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use connect_trace_common::{
-    abi::{InFlight, PendingHandshake, RecentAttempt},
+    abi::{InFlight, IoUringCall, PendingHandshake, RecentAttempt},
     names::{RECENT_SLOTS, counter},
     outcome,
 };
@@ -26,10 +26,54 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map]
 pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
 
-/// One-slot scratch space: an `InFlight` is too large to build on the
-/// 512-byte BPF stack comfortably, so it is assembled here and copied in.
+/// Scratch space: an `InFlight` is too large to build on the 512-byte BPF
+/// stack comfortably, so it is assembled here and copied in. One slot per
+/// program that uses it ([`scratch`]): on a preemptible kernel a program
+/// can be interrupted by another task running a different one on the same
+/// CPU (never the same one: the kernel skips that run).
 #[map]
-pub static SCRATCH: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(scratch::SLOTS, 0);
+
+/// The slots of [`SCRATCH`].
+pub mod scratch {
+    /// `enter_connect`.
+    pub const ENTER: u32 = 0;
+    /// `exit_connect`, for a call whose entry was not seen.
+    pub const EXIT: u32 = 1;
+    /// `handshake_start`, for a handshake no call was seen for.
+    pub const HANDSHAKE: u32 = 2;
+    /// How many.
+    pub const SLOTS: u32 = 3;
+}
+
+/// Scratch space for `io_uring_submit`, as [`SCRATCH`] is for the others.
+#[map]
+pub static IO_URING_SCRATCH: PerCpuArray<IoUringCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// io_uring connect requests between submission and completion, by
+/// request (see `io_uring.rs`). Every submitted request completes, which
+/// removes its entry; the daemon's sweep removes any left by a ring torn
+/// down mid-flight. A full map is counted.
+#[map]
+pub static IO_URING_CALLS: HashMap<u64, IoUringCall> = HashMap::with_max_entries(4096, 0);
+
+/// The io_uring request connecting each socket, by socket, between
+/// submission and the handshake's start: how a SYN sent by an io-wq worker
+/// thread finds its request. LRU: an entry whose request sent no SYN (UDP,
+/// unix, an early failure) only waits to be displaced.
+#[map]
+pub static IO_URING_SOCKETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Sockets whose handshake an io-wq worker started without finding its
+/// request (a registered file): already reported, so the request's
+/// completion must not report them again.
+#[map]
+pub static IO_URING_UNTIED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Threads that submitted a connect request on a registered file, whose
+/// socket cannot be found at submission: a SYN they send is io_uring's.
+#[map]
+pub static IO_URING_THREADS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// Handshakes whose connect() has sent a SYN, by socket. A plain hash map,
 /// not LRU: every socket leaves SYN_SENT sooner or later, which removes its

@@ -1,10 +1,74 @@
-//! Facts about the calling task read from kernel memory, at the member
-//! offsets the loader found in BTF: its network namespace, and the socket
-//! behind one of its descriptors.
+//! Facts about the calling task: whether it is traced, and what is read
+//! from kernel memory at the member offsets the loader found in BTF (its
+//! network namespace, how it runs, the socket behind a descriptor).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
+use connect_trace_common::config::OFFSET_UNKNOWN;
 
 use crate::config::config;
+
+/// `PF_IO_WORKER`: an io_uring worker thread (io-wq, or the SQPOLL
+/// thread), running requests on behalf of the process it belongs to.
+const PF_IO_WORKER: u32 = 0x0000_0010;
+/// `PF_KTHREAD`: a kernel thread, no user program.
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// `TS_COMPAT` (x86): the current system call is a 32-bit one.
+const TS_COMPAT: u32 = 0x0002;
+
+/// Whether calls of this thread are traced (`--pid`, `--cgroup`). The
+/// verifier knows the configuration, so an unset filter costs nothing.
+#[inline(always)]
+pub fn traced(pid_tgid: u64) -> bool {
+    let filter = config!(filter_tgid);
+    if filter != 0 && (pid_tgid >> 32) as u32 != filter {
+        return false;
+    }
+    let level = config!(filter_cgroup_level);
+    if level != 0 {
+        // SAFETY: the helper takes a plain integer.
+        let ancestor = unsafe { generated::bpf_get_current_ancestor_cgroup_id(level as i32) };
+        return ancestor == config!(filter_cgroup_id);
+    }
+    true
+}
+
+/// How the current task runs, as far as a handshake without a call cares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A kernel thread.
+    Kernel,
+    /// An io_uring worker thread.
+    IoUringWorker,
+    /// A 32-bit program inside a system call.
+    Compat,
+    /// Anything else, or not known.
+    Plain,
+}
+
+/// How the current task runs (`current->flags`, and on x86
+/// `current->thread_info.status`).
+#[inline(always)]
+pub fn kind() -> Kind {
+    let offsets = config!(kernel);
+    // SAFETY: bpf_get_current_task has no preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    if offsets.task_flags != OFFSET_UNKNOWN
+        && let Some(flags) = read::<u32>(task, offsets.task_flags)
+    {
+        if flags & PF_KTHREAD != 0 {
+            return Kind::Kernel;
+        }
+        if flags & PF_IO_WORKER != 0 {
+            return Kind::IoUringWorker;
+        }
+    }
+    if offsets.task_status != OFFSET_UNKNOWN
+        && read::<u32>(task, offsets.task_status).is_some_and(|status| status & TS_COMPAT != 0)
+    {
+        return Kind::Compat;
+    }
+    Kind::Plain
+}
 
 /// The inode number of the calling task's network namespace
 /// (`current->nsproxy->net_ns->ns.inum`); 0 when BTF did not give the
@@ -21,6 +85,19 @@ pub fn netns() -> u32 {
         .and_then(|nsproxy| read::<u64>(nsproxy, offsets.nsproxy_net_ns))
         .and_then(|net| read::<u32>(net, offsets.net_inum));
     inum.unwrap_or(0)
+}
+
+/// The `comm` of the current task's process (its thread group leader).
+#[inline(always)]
+pub fn process_comm() -> Option<[u8; 16]> {
+    let offsets = config!(kernel);
+    if offsets.task_group_leader == OFFSET_UNKNOWN || offsets.task_comm == OFFSET_UNKNOWN {
+        return None;
+    }
+    // SAFETY: bpf_get_current_task has no preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let leader: u64 = read(task, offsets.task_group_leader)?;
+    read(leader, offsets.task_comm)
 }
 
 /// The socket (`struct sock *`) behind descriptor `fd` of the current
@@ -45,7 +122,7 @@ pub fn socket_of(fd: i32) -> Option<u64> {
 /// Reads a `T` at `base + offset` in kernel memory; `None` for a null base
 /// or a failed read.
 #[inline(always)]
-fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
+pub fn read<T: Copy>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
         return None;
     }

@@ -44,7 +44,8 @@ pub struct Delivery {
     /// Handshake outcomes whose call never arrived (lost or filtered).
     pub outcomes_unmatched: u64,
     /// connect() calls whose start the kernel did not see (already inside
-    /// connect() when tracing began) or had no room to keep: not reported.
+    /// connect() when tracing began, or its program run was skipped) or had
+    /// no room to keep: reported with `addr_error: "not_seen"`.
     pub calls_unseen: u64,
     /// Recent attempts displaced from the kernel's status-check table
     /// while a status check could still have come for them.
@@ -55,6 +56,10 @@ pub struct Delivery {
     /// Attempts left out by `--container`, `--pod` or `--namespace` (which
     /// the kernel cannot test, and counts).
     pub records_filtered: u64,
+    /// Runs of the programs the kernel skipped because one was already
+    /// running on that CPU: each a call's start or end, or a handshake's
+    /// start or end, not seen.
+    pub events_missed: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -144,8 +149,11 @@ impl Ledger {
             records_lost: counters.ringbuf_full,
             outcomes_lost: counters.outcome_ringbuf_full,
             unresolved_capacity: daemon.unresolved_capacity + counters.pending_full,
-            calls_unseen: counters.exit_without_entry + counters.in_flight_full,
+            // A call the kernel had no room to keep also exits without
+            // entry; an io_uring request it had no room for does not.
+            calls_unseen: counters.exit_without_entry + counters.io_uring_full,
             status_checks_unmatched: counters.recent_evicted,
+            events_missed: kernel.skipped_runs(),
             ..daemon
         })
     }
@@ -171,6 +179,7 @@ impl Delivery {
             status_checks_unmatched,
             handshakes_expired,
             records_filtered,
+            events_missed,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -181,7 +190,8 @@ impl Delivery {
              {outcomes_unmatched} outcomes without their call, \
              {status_checks_unmatched} status-check entries displaced, \
              {handshakes_expired} handshakes whose end the kernel never saw, \
-             {records_filtered} left out by workload filters"
+             {records_filtered} left out by workload filters, \
+             {events_missed} program runs the kernel skipped"
         )
     }
 }

@@ -257,6 +257,7 @@ const TRACEFS: &str = "tracefs";
 const KERNEL_BTF: &str = "kernel-btf";
 const CGROUP_V2: &str = "cgroup-v2";
 const ATTACH: &str = "attach";
+const IO_URING: &str = "io_uring";
 const WORKLOADS: &str = "workloads";
 
 /// `check`'s `kernel-version` line: the running kernel's version and where it
@@ -542,9 +543,10 @@ fn tracepoint_and_attach_checks(root: &Path, may_attach: bool) -> Vec<Check> {
 }
 
 /// One check per tracepoint, naming every field `run` reads, or the ones
-/// that are missing. `None`: tracefs is unavailable, so all are skipped.
+/// that are missing, then the optional io_uring ones. `None`: tracefs is
+/// unavailable, so all are skipped.
 fn tracepoint_checks(root: Option<&Path>) -> Vec<Check> {
-    TRACEPOINTS
+    let mut checks: Vec<Check> = TRACEPOINTS
         .iter()
         .map(|tracepoint| {
             let check_name = format!("tracepoint {}/{}", tracepoint.category, tracepoint.name);
@@ -559,7 +561,9 @@ fn tracepoint_checks(root: Option<&Path>) -> Vec<Check> {
                 None => Check::skip(check_name, "not checked: no tracefs to read it from"),
             }
         })
-        .collect()
+        .collect();
+    checks.push(check_io_uring(root.map(Tracefs::at).as_ref()));
+    checks
 }
 
 fn check_tracepoint(
@@ -639,10 +643,9 @@ fn check_attach() -> Check {
             Check::ok(
                 ATTACH,
                 format!(
-                    "loaded the eBPF programs (ids {}), attached them to the {} tracepoints, \
-                     and detached them",
+                    "loaded the eBPF programs (ids {}), attached them to their tracepoints, and \
+                     detached them",
                     ids.join(", "),
-                    TRACEPOINTS.len()
                 ),
             )
         }
@@ -674,18 +677,40 @@ fn check_btf(path: &Path) -> Check {
     }
     let lost: Vec<String> = problems
         .iter()
-        .map(|(member, problem)| {
-            format!(
-                "{}.{}: {problem} ({})",
-                member.type_name, member.member, member.without
-            )
-        })
+        .map(|(member, problem)| format!("{}: {problem} ({})", member.name(), member.without))
         .collect();
     Check::warn(
         KERNEL_BTF,
         lost.join("; "),
         "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
     )
+}
+
+/// io_uring connect requests are traced through two io_uring tracepoints
+/// that give the request (Linux 6.0 and later); without them only their
+/// TCP handshakes are seen.
+fn check_io_uring(tracefs: Option<&Tracefs>) -> Check {
+    let Some(tracefs) = tracefs else {
+        return Check::skip(IO_URING, "not checked: no tracefs to read it from");
+    };
+    match requirements::io_uring_offsets(tracefs) {
+        Ok(_) => Check::ok(
+            IO_URING,
+            format!(
+                "connect requests traced through tracepoints {} and {}",
+                requirements::IO_URING_SUBMIT.name,
+                requirements::IO_URING_COMPLETE.name
+            ),
+        ),
+        Err(error) => Check::warn(
+            IO_URING,
+            format!(
+                "io_uring connect requests will be seen only by their TCP handshakes, without \
+                 their results, and UDP or unix ones not at all: {error}"
+            ),
+            "use Linux 6.0 or later built with CONFIG_IO_URING",
+        ),
+    }
 }
 
 /// cgroup v2 is where `cgroup_id` comes from. Hybrid hierarchies mount it
@@ -928,8 +953,11 @@ mod tests {
         let dir = TempDir::new("complete");
         complete_tracefs(&dir.0);
         let checks = tracepoint_checks(Some(&dir.0));
-        assert_eq!(checks.len(), 3);
-        assert!(checks.iter().all(Check::is_ok), "{checks:#?}");
+        assert_eq!(checks.len(), 4);
+        assert!(checks[..3].iter().all(Check::is_ok), "{checks:#?}");
+        // A tracefs without io_uring's tracepoints: only a warning.
+        assert_eq!(checks[3].name, "io_uring");
+        assert_eq!(checks[3].status, Status::Warn, "{checks:#?}");
         assert_eq!(checks[0].name, "tracepoint syscalls/sys_enter_connect");
         assert_eq!(checks[0].detail, "fields fd@16 uservaddr@24 addrlen@32");
         assert_eq!(checks[1].detail, "fields ret@16");
@@ -985,7 +1013,7 @@ mod tests {
     #[test]
     fn without_tracefs_the_tracepoints_are_skipped() {
         let checks = tracepoint_checks(None);
-        assert_eq!(checks.len(), 3);
+        assert_eq!(checks.len(), 4);
         assert!(checks.iter().all(|check| check.status == Status::Skip));
     }
 

@@ -32,7 +32,7 @@ const REQUIRED: [&str; 8] = [
 ];
 
 /// Every check, in order.
-const ALL: [&str; 14] = [
+const ALL: [&str; 15] = [
     "kernel-version",
     "privileges",
     "bpf-syscall",
@@ -41,6 +41,7 @@ const ALL: [&str; 14] = [
     "tracepoint syscalls/sys_enter_connect",
     "tracepoint syscalls/sys_exit_connect",
     "tracepoint sock/inet_sock_set_state",
+    "io_uring",
     "kernel-btf",
     "cgroup-v2",
     "attach",
@@ -168,6 +169,13 @@ fn passes_on_this_host() {
     for name in REQUIRED {
         assert_eq!(status_of(&lines, name).0, "ok", "{}", describe(&output));
     }
+    // This kernel (6.18) has what io_uring requests are traced with.
+    assert_eq!(
+        status_of(&lines, "io_uring").0,
+        "ok",
+        "{}",
+        describe(&output)
+    );
     // The offsets are the ones the kernel's format files give.
     let (_, enter) = status_of(&lines, "tracepoint syscalls/sys_enter_connect");
     assert!(

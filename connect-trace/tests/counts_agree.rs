@@ -22,9 +22,10 @@ use std::{
 
 use common::{
     DROPPED_PORT, RawAddr, Traced, closed_port, connect_raw, gettid, in_dropping_netns,
-    install_interrupting_handler, listener, socket, wait_blocked_in_connect, wait_writable,
+    install_interrupting_handler, listener, socket, uring, wait_blocked_in_connect, wait_writable,
 };
 use connect_trace::kernel::OutcomeTally;
+use io_uring::{squeue, types};
 
 fn nonblocking_tcp() -> OwnedFd {
     socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK)
@@ -122,6 +123,59 @@ fn mix_in_a_silent_namespace() -> usize {
     3
 }
 
+/// Attempts made without connect(2): io_uring requests (connected, a
+/// repeat, refused) and TCP Fast Open to a closed port. Where the kernel
+/// cannot trace io_uring requests (before 6.0), only their handshakes are
+/// seen, and the repeat, which sends none, is not.
+fn mix_of_other_paths(io_uring_traced: bool) -> usize {
+    let (_listener, open) = listener("127.0.0.1");
+    let open = RawAddr::inet(Ipv4Addr::LOCALHOST, open);
+    let closed_port = closed_port("127.0.0.1");
+    let closed = RawAddr::inet(Ipv4Addr::LOCALHOST, closed_port);
+    let ring = |fd: &OwnedFd, addr: &RawAddr| {
+        uring::io_uring_connect(
+            types::Fd(fd.as_raw_fd()),
+            None,
+            addr,
+            squeue::Flags::empty(),
+            None,
+        )
+    };
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+    assert_eq!(ring(&fd, &open), 0);
+    assert_eq!(ring(&fd, &open), libc::EISCONN);
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+    assert_eq!(ring(&fd, &closed), libc::ECONNREFUSED);
+    let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+    // SAFETY: valid buffer and address for the call's duration.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_FASTOPEN,
+            closed.as_ptr(),
+            closed.len,
+        )
+    };
+    assert_eq!(sent, -1);
+    if io_uring_traced { 4 } else { 3 }
+}
+
+/// A blocking connect that times out: its end comes from a timer, in
+/// whatever task the CPU runs, while the caller still waits in connect().
+fn timed_out_blocking_call() -> usize {
+    in_dropping_netns(|| {
+        let silent = RawAddr::inet(Ipv4Addr::LOCALHOST, DROPPED_PORT);
+        let fd = socket(libc::AF_INET, libc::SOCK_STREAM);
+        assert_eq!(
+            connect_raw(fd.as_raw_fd(), silent.as_ptr(), silent.len),
+            libc::ETIMEDOUT
+        );
+    });
+    1
+}
+
 /// Counts by (family, outcome, error), leaving out empty slots.
 fn by_label(
     counts: impl IntoIterator<Item = (u32, u64)>,
@@ -138,8 +192,12 @@ fn by_label(
 #[test]
 fn the_kernel_and_the_daemon_count_the_same_mix_the_same_way() {
     let mut traced = Traced::start();
+    let timing_out = std::thread::spawn(timed_out_blocking_call);
     let (calls, udp_fd) = mix();
-    let calls = calls + mix_in_a_silent_namespace();
+    let calls = calls
+        + mix_in_a_silent_namespace()
+        + mix_of_other_paths(traced.tracer.io_uring_problem().is_none());
+    let calls = calls + timing_out.join().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let resolved = loop {
         let resolved = traced.resolved();

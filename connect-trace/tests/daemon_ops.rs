@@ -77,7 +77,7 @@ fn sighup_reopens_the_output_without_losing_or_duplicating_a_record() {
     let client = std::thread::spawn(move || {
         for call in 0..CALLS {
             if call == CALLS / 2 {
-                halfway.send(()).unwrap();
+                halfway.send(gettid()).unwrap();
             }
             // Keep connecting during the rotation, and finish after it.
             if call == CALLS * 3 / 4 {
@@ -87,8 +87,15 @@ fn sighup_reopens_the_output_without_losing_or_duplicating_a_record() {
         }
         gettid()
     });
-    // Rotate the way logrotate does while the client keeps connecting.
-    rotate.recv().unwrap();
+    // Rotate the way logrotate does while the client keeps connecting,
+    // once the first records are out (the daemon collects them from the
+    // ring buffer in batches).
+    let client_tid = rotate.recv().unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while records_of(&output, client_tid).is_empty() {
+        assert!(Instant::now() < deadline, "no record before the rotation");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::fs::rename(&output, &rotated).unwrap();
     let pid = libc::pid_t::try_from(daemon.child.id()).unwrap();
     // SAFETY: plain syscall on our own child.

@@ -22,6 +22,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libzstd-dev", "LLVM 22 links against zstd"),
     ("zlib1g-dev", "LLVM 22 links against zlib"),
     ("iproute2", "tests build network namespaces with `ip`"),
+    (
+        "gcc-multilib",
+        "the blind-spot tests build a 32-bit client to connect through the compat system calls",
+    ),
     ("util-linux", "tests use `unshare` and `setpriv`"),
     (
         "nftables",

@@ -7,7 +7,7 @@
 //! outcomes are failures; `in_progress` ones are attempts whose outcome is
 //! unknown and count as neither.
 
-use std::{fmt::Write as _, time::SystemTime};
+use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
 use rustc_hash::FxHashMap;
 
@@ -18,7 +18,7 @@ pub mod window;
 
 use crate::{
     decode::{
-        ConnectAttempt,
+        ConnectAttempt, Via,
         sockaddr::{Address, Family},
     },
     delivery::Delivery,
@@ -54,6 +54,8 @@ struct Interval {
     started: SystemTime,
     tally: Tally,
     outcomes: OutcomeCounts,
+    /// Attempts and failures by how they were made, by [`Via::index`].
+    via: [Tally; Via::ALL.len()],
     errors: FxHashMap<FailureKind, u64>,
     destinations: TopK<String>,
     processes: TopK<String>,
@@ -113,6 +115,7 @@ impl Interval {
             started,
             tally: Tally::default(),
             outcomes: OutcomeCounts::default(),
+            via: [Tally::default(); Via::ALL.len()],
             errors: FxHashMap::default(),
             destinations: TopK::new(capacity),
             processes: TopK::new(capacity),
@@ -154,6 +157,10 @@ pub struct Summary {
     pub window: RateJson,
     /// The interval's attempts by outcome.
     pub outcomes: OutcomeCounts,
+    /// The interval's attempts and failures by how they were made (only
+    /// the ways seen): `syscall`, `io_uring`, `compat`, `fastopen`,
+    /// `kernel`, `other`.
+    pub via: BTreeMap<&'static str, RateJson>,
     /// Sliding windows ending now: `10s`, `1m`, `5m`.
     pub rates: Rates,
     /// Since the daemon started.
@@ -319,6 +326,9 @@ impl Aggregator {
             tally.failures += u64::from(failed);
         }
         self.windows.record(now_secs, failed);
+        let via = &mut interval.via[resolved.attempt.via().index()];
+        via.attempts += 1;
+        via.failures += u64::from(failed);
         if let Some(kind) = FailureKind::of(outcome) {
             *interval.errors.entry(kind).or_default() += 1;
         }
@@ -423,6 +433,12 @@ impl Aggregator {
                 .map_or(0.0, |elapsed| elapsed.as_secs_f64()),
             window: interval.tally.into(),
             outcomes: interval.outcomes,
+            via: Via::ALL
+                .iter()
+                .zip(interval.via)
+                .filter(|(_, tally)| tally.attempts > 0)
+                .map(|(via, tally)| (via.name(), tally.into()))
+                .collect(),
             rates: Rates {
                 last_10s: self.windows.last(now_secs, 10).into(),
                 last_1m: self.windows.last(now_secs, 60).into(),

@@ -271,13 +271,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = terminate.recv() => break,
             _ = hangup.recv() => pipeline.reopen()?,
             _ = housekeeping.tick() => {
-                reported = report_new_losses(&kernel, reported)?;
+                reported = report_new_losses(&kernel, reported);
                 pipeline.expire()?;
             }
             _ = summary_tick.tick(), if summaries => pipeline.summarize()?,
             _ = sweep.tick() => {
                 let swept = tracer.sweep_pending(WallClock::monotonic_now_ns(), u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX)).context("sweeping the kernel's handshakes")?;
                 ledger.handshakes_expired(swept.expired);
+                if swept.calls_abandoned > 0 {
+                    tracing::debug!("removed {} in-flight entries of threads gone before their exit was seen", swept.calls_abandoned);
+                }
             }
             ready = reader.wait() => {
                 ready.context("waiting on the ring buffer")?;
@@ -434,6 +437,11 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
     for (member, problem) in tracer.btf_problems() {
         tracing::warn!("{problem}; {}", member.without);
     }
+    if let Some(problem) = tracer.io_uring_problem() {
+        tracing::warn!(
+            "io_uring connect requests are seen only by their TCP handshakes ({problem})"
+        );
+    }
     pipeline.started(&Started {
         kind: "started",
         ts: SystemTime::now(),
@@ -444,7 +452,7 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
         btf_missing: tracer
             .btf_problems()
             .iter()
-            .map(|(member, _)| format!("{}.{}", member.type_name, member.member))
+            .map(|(member, _)| member.name())
             .collect(),
     })?;
     if let Err(error) = notify(&format!(
@@ -456,9 +464,18 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
     Ok(())
 }
 
-/// Logs records lost since `before`; returns the counters now.
-fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<KernelCounters> {
-    let now = kernel.counters().context("reading kernel counters")?;
+/// Logs records lost since `before`; returns the counters now, or
+/// `before` when they cannot be read (at the descriptor limit, say: the
+/// next tick tries again, and the counts themselves are kept in the
+/// kernel).
+fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> KernelCounters {
+    let now = match kernel.counters() {
+        Ok(now) => now,
+        Err(error) => {
+            tracing::warn!("reading the kernel's counters failed: {error}");
+            return before;
+        }
+    };
     let lost = (now.ringbuf_full + now.outcome_ringbuf_full)
         .saturating_sub(before.ringbuf_full + before.outcome_ringbuf_full);
     if lost > 0 {
@@ -468,5 +485,5 @@ fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<Ker
             now.outcome_ringbuf_full,
         );
     }
-    Ok(now)
+    now
 }

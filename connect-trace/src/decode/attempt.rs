@@ -2,7 +2,7 @@
 //! them ([`crate::resolve`] joins the two).
 
 use connect_trace_common::{
-    abi::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, connect_flags},
+    abi::{COMM_LEN, ConnectRecord, Handshake, OutcomeRecord, addr_flags, connect_flags, via},
     family,
     outcome::{self, HandshakeEnd},
 };
@@ -108,9 +108,25 @@ impl ConnectAttempt {
         self.raw.start_ns
     }
 
-    /// Nanoseconds spent inside connect().
-    pub const fn latency_ns(&self) -> u64 {
-        self.raw.latency_ns
+    /// Nanoseconds spent inside connect(); `None` when the call's start
+    /// was not seen, or no call was.
+    pub const fn latency_ns(&self) -> Option<u64> {
+        if self.raw.addr_flags & addr_flags::NOT_SEEN != 0 || !self.call_seen() {
+            return None;
+        }
+        Some(self.raw.latency_ns)
+    }
+
+    /// Whether a call was seen for this attempt; `false` when it was seen
+    /// only by its TCP handshake ([`connect_flags::NO_CALL`]), which then
+    /// gives it no return value, descriptor or latency.
+    pub const fn call_seen(&self) -> bool {
+        self.raw.flags & connect_flags::NO_CALL == 0
+    }
+
+    /// How the attempt was made.
+    pub const fn via(&self) -> Via {
+        Via::of(self.raw.via)
     }
 
     /// The handshake this call started, if it sent a TCP SYN: the socket
@@ -205,6 +221,65 @@ impl std::fmt::Debug for ConnectAttempt {
     }
 }
 
+/// How an attempt was made: the record's `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Via {
+    /// connect(2) from a 64-bit program.
+    Syscall,
+    /// An io_uring connect request.
+    IoUring,
+    /// connect(2) or socketcall(2) from a 32-bit program.
+    Compat,
+    /// sendto(2) or sendmsg(2) with `MSG_FASTOPEN`.
+    FastOpen,
+    /// A socket of the kernel's own.
+    Kernel,
+    /// A user task by a path not recognized, or a value this daemon does
+    /// not know.
+    Other,
+}
+
+impl Via {
+    /// Every value, in label order.
+    pub const ALL: [Self; 6] = [
+        Self::Syscall,
+        Self::IoUring,
+        Self::Compat,
+        Self::FastOpen,
+        Self::Kernel,
+        Self::Other,
+    ];
+
+    /// The value a record carries.
+    pub const fn of(code: u32) -> Self {
+        match code {
+            via::SYSCALL => Self::Syscall,
+            via::IO_URING => Self::IoUring,
+            via::COMPAT => Self::Compat,
+            via::FASTOPEN => Self::FastOpen,
+            via::KERNEL => Self::Kernel,
+            _ => Self::Other,
+        }
+    }
+
+    /// The name in JSON records, summaries and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Syscall => "syscall",
+            Self::IoUring => "io_uring",
+            Self::Compat => "compat",
+            Self::FastOpen => "fastopen",
+            Self::Kernel => "kernel",
+            Self::Other => "other",
+        }
+    }
+
+    /// Its position in [`Self::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use connect_trace_common::abi::{SOCKADDR_MAX, record_kind};
@@ -234,7 +309,7 @@ pub(crate) mod tests {
             latency_ns: 12_345,
             cgroup_id: 7,
             netns: 4_026_531_840,
-            reserved: 0,
+            via: 0,
             handshake: Handshake::default(),
             comm,
             addr,

@@ -12,7 +12,7 @@ use bytemuck::Pod;
 use connect_trace_common::abi::record_kind;
 use thiserror::Error;
 
-pub use attempt::{ConnectAttempt, HandshakeOutcome};
+pub use attempt::{ConnectAttempt, HandshakeOutcome, Via};
 
 /// A ring buffer record that could not be decoded. The reader counts these;
 /// they mean the daemon and the kernel program disagree about the ABI.

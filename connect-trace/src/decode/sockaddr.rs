@@ -83,6 +83,10 @@ pub enum AddrProblem {
     BadLength,
     /// `addrlen` was too short for the family (the call fails with EINVAL).
     Truncated,
+    /// The call's start was not seen, so neither its address nor its
+    /// descriptor is known: it began before tracing did, or the kernel
+    /// skipped the program that reads them.
+    NotSeen,
 }
 
 impl AddrProblem {
@@ -92,6 +96,7 @@ impl AddrProblem {
             Self::Unreadable => "unreadable",
             Self::BadLength => "bad_length",
             Self::Truncated => "truncated",
+            Self::NotSeen => "not_seen",
         }
     }
 }
@@ -128,6 +133,9 @@ impl SockAddr<'_> {
 /// `addrlen` is the caller's argument; `flags` are the record's
 /// `addr_flags`. Only `min(addrlen, 128)` bytes of `raw` are meaningful.
 pub fn decode(raw: &[u8; SOCKADDR_MAX], addrlen: i32, flags: u32) -> SockAddr<'_> {
+    if flags & addr_flags::NOT_SEEN != 0 {
+        return SockAddr::incomplete(AddrProblem::NotSeen);
+    }
     if flags & addr_flags::BAD_LENGTH != 0 {
         return SockAddr::incomplete(AddrProblem::BadLength);
     }

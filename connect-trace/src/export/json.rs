@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     clock::WallClock,
-    decode::sockaddr::{Address, Family},
+    decode::sockaddr::{AddrProblem, Address, Family},
     errno,
     report::AttemptReport,
     workload::{Container, Pod},
@@ -90,7 +90,10 @@ impl JsonLines {
             Address::UnixPath(path) => Some(Text::new(path)),
             Address::UnixAbstract(name) => Some(Text::abstract_name(name)),
         };
-        let errno = attempt.errno();
+        // An attempt seen only by its handshake made no call to report.
+        let call = attempt.call_seen();
+        let errno = call.then(|| attempt.errno());
+        let known_fd = call && destination.problem != Some(AddrProblem::NotSeen);
         let mut ts = [0u8; 30];
         self.timestamp(
             self.clock.to_system_time(attempt.start_monotonic_ns()),
@@ -111,7 +114,8 @@ impl JsonLines {
             container: workload.and_then(|workload| workload.container.as_ref()),
             pod: workload.and_then(|workload| workload.pod.as_ref()),
             netns: attempt.netns(),
-            fd: attempt.fd(),
+            via: attempt.via().name(),
+            fd: known_fd.then(|| attempt.fd()),
             family: destination.family,
             addr: addr.as_ref().map(|addr| addr.text.as_ref()),
             addr_hex: addr.as_ref().and_then(|addr| addr.hex.as_deref()),
@@ -119,10 +123,10 @@ impl JsonLines {
             scope_id: destination.scope_id,
             addrlen: attempt.addrlen(),
             addr_error: destination.problem.map(|problem| problem.name()),
-            ret: attempt.ret(),
+            ret: call.then(|| attempt.ret()),
             errno,
-            errno_name: errno::name(errno),
-            errno_class: errno::class_name(errno),
+            errno_name: errno.and_then(errno::name),
+            errno_class: errno.and_then(errno::class_name),
             latency_ns: attempt.latency_ns(),
             outcome: resolved.outcome.name(),
             final_errno,
@@ -155,7 +159,8 @@ struct ConnectLine<'a> {
     container: Option<&'a Container>,
     pod: Option<&'a Pod>,
     netns: Option<u32>,
-    fd: i32,
+    via: &'static str,
+    fd: Option<i32>,
     #[serde(serialize_with = "family")]
     family: Option<Family>,
     addr: Option<&'a str>,
@@ -165,11 +170,11 @@ struct ConnectLine<'a> {
     scope_id: Option<u32>,
     addrlen: i32,
     addr_error: Option<&'static str>,
-    ret: i32,
-    errno: i32,
+    ret: Option<i32>,
+    errno: Option<i32>,
     errno_name: Option<&'static str>,
     errno_class: Option<&'static str>,
-    latency_ns: u64,
+    latency_ns: Option<u64>,
     outcome: &'static str,
     final_errno: Option<i32>,
     final_errno_name: Option<&'static str>,
@@ -311,6 +316,27 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_without_a_call_has_no_call_fields() {
+        let mut record = sample_record();
+        record.flags = connect_trace_common::abi::connect_flags::NO_CALL;
+        record.via = connect_trace_common::abi::via::KERNEL;
+        record.fd = -1;
+        record.ret = -115;
+        let (_, value) = render(record);
+        assert_eq!(value["via"], "kernel");
+        for field in [
+            "fd",
+            "ret",
+            "errno",
+            "errno_name",
+            "errno_class",
+            "latency_ns",
+        ] {
+            assert!(value[field].is_null(), "{field}: {value}");
+        }
+    }
+
+    #[test]
     fn renders_every_documented_field() {
         let (line, value) = render(sample_record());
         let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
@@ -332,6 +358,7 @@ mod tests {
                 "container",
                 "pod",
                 "netns",
+                "via",
                 "fd",
                 "family",
                 "addr",

@@ -82,6 +82,10 @@ impl Sink for JsonLinesSink {
         Ok(())
     }
 
+    fn settle(&mut self) {
+        self.out.settle();
+    }
+
     fn reopen(&mut self) -> Result<(), SinkError> {
         self.out.reopen().map_err(|source| SinkError::Closed {
             what: self.out.describe(),

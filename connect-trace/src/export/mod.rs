@@ -75,6 +75,10 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Waits, for a bounded time, until everything taken so far is
+    /// written, so that counts read next include it (before `stopped`).
+    fn settle(&mut self) {}
+
     /// Periodic upkeep, about once a second.
     fn housekeeping(&mut self) {}
 

@@ -32,6 +32,7 @@ use super::{
 };
 use crate::{
     aggregate::{FailureKind, Summary},
+    decode::Via,
     delivery::{Delivery, Ledger},
     kernel::{KernelStats, OutcomeTally},
     report::AttemptReport,
@@ -68,6 +69,8 @@ pub struct Metrics {
     /// `attempts` children by family and outcome index, fetched once:
     /// looking a child up by its label strings costs a hash per event.
     attempt_children: Vec<IntCounter>,
+    /// `attempts_by_via` children by via and outcome index, fetched once.
+    via_children: Vec<IntCounter>,
     /// `failures` children fetched so far (a bounded set: families × errors).
     failure_children: Mutex<HashMap<(usize, FailureKind), IntCounter>>,
     /// Attempts and failures per workload, bounded.
@@ -112,6 +115,11 @@ impl Metrics {
             "connect_trace_attempts_total",
             "connect() attempts by address family and final outcome (repeats excluded).",
             &["family", "outcome"],
+        )?;
+        let attempts_by_via = counter_vec(
+            "connect_trace_attempts_by_via_total",
+            "connect() attempts by how they were made (syscall, io_uring, compat, fastopen, kernel, other) and final outcome (repeats excluded).",
+            &["via", "outcome"],
         )?;
         let failures = counter_vec(
             "connect_trace_failures_total",
@@ -174,8 +182,17 @@ impl Metrics {
                     .map(|outcome| attempts.with_label_values(&[*family, *outcome]))
             })
             .collect();
+        let via_children = Via::ALL
+            .iter()
+            .flat_map(|via| {
+                OUTCOME_LABELS
+                    .iter()
+                    .map(|outcome| attempts_by_via.with_label_values(&[via.name(), *outcome]))
+            })
+            .collect();
         Ok(Self {
             attempt_children,
+            via_children,
             failure_children: Mutex::default(),
             registry,
             failures,
@@ -194,8 +211,9 @@ impl Metrics {
     pub fn record(&self, report: &AttemptReport) {
         let resolved = &report.resolved;
         let attempt = &resolved.attempt;
-        self.connect_duration
-            .observe(attempt.latency_ns() as f64 / 1e9);
+        if let Some(latency_ns) = attempt.latency_ns() {
+            self.connect_duration.observe(latency_ns as f64 / 1e9);
+        }
         if resolved.repeat {
             self.repeats.inc();
             return;
@@ -205,6 +223,12 @@ impl Metrics {
         if let Some(counter) = self
             .attempt_children
             .get(family * OUTCOME_LABELS.len() + outcome_index(outcome))
+        {
+            counter.inc();
+        }
+        if let Some(counter) = self
+            .via_children
+            .get(attempt.via().index() * OUTCOME_LABELS.len() + outcome_index(outcome))
         {
             counter.inc();
         }
@@ -331,6 +355,7 @@ struct DeliveryCollector {
     calls_unseen: IntCounter,
     status_checks_unmatched: IntCounter,
     handshakes_expired: IntCounter,
+    events_missed: IntCounter,
     pending: IntGauge,
 }
 
@@ -390,6 +415,10 @@ impl DeliveryCollector {
                 "connect_trace_handshakes_expired_total",
                 "Handshakes the kernel followed but never saw end, removed from its table once older than --resolve-timeout.",
             )?,
+            events_missed: counter(
+                "connect_trace_events_missed_total",
+                "Runs of connect-trace's BPF programs the kernel skipped because one was already running on that CPU (recursion misses): calls or handshake events not seen.",
+            )?,
             pending: IntGauge::new(
                 "connect_trace_pending_attempts",
                 "Attempts waiting for their handshake to end.",
@@ -397,8 +426,9 @@ impl DeliveryCollector {
         })
     }
 
-    fn counters(&self) -> [&IntCounter; 8] {
+    fn counters(&self) -> [&IntCounter; 9] {
         [
+            &self.events_missed,
             &self.handshakes_expired,
             &self.records_delivered,
             &self.records_written,

@@ -4,7 +4,12 @@
 //! maps whenever asked: when a summary is written, when Prometheus
 //! scrapes, and at the end. No copy is kept that could drift.
 
-use aya::maps::{MapData, MapError, PerCpuArray};
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{
+    maps::{MapData, MapError, PerCpuArray},
+    programs::ProgramFd,
+};
 use connect_trace_common::{
     family,
     names::counter,
@@ -30,6 +35,8 @@ pub struct KernelCounters {
     pub outcome_ringbuf_full: u64,
     /// Recent attempts displaced while a status check could still come.
     pub recent_evicted: u64,
+    /// io_uring connect requests the request map refused.
+    pub io_uring_full: u64,
 }
 
 /// One count per (family, outcome code) slot, summed over CPUs.
@@ -93,23 +100,54 @@ impl OutcomeTally {
     }
 }
 
-/// The kernel's counter maps, read on demand.
+/// The kernel's counter maps, and the programs whose skipped runs are
+/// counted, read on demand.
 pub struct KernelStats {
     counters: PerCpuArray<MapData, u64>,
     outcomes: PerCpuArray<MapData, u64>,
+    programs: Vec<ProgramFd>,
 }
 
 impl KernelStats {
-    /// Wraps the `COUNTERS` and `OUTCOMES` maps.
-    pub fn new(counters: PerCpuArray<MapData, u64>, outcomes: PerCpuArray<MapData, u64>) -> Self {
-        Self { counters, outcomes }
+    /// Wraps the `COUNTERS` and `OUTCOMES` maps and descriptors of the
+    /// attached `programs`.
+    pub fn new(
+        counters: PerCpuArray<MapData, u64>,
+        outcomes: PerCpuArray<MapData, u64>,
+        programs: Vec<ProgramFd>,
+    ) -> Self {
+        Self {
+            counters,
+            outcomes,
+            programs,
+        }
+    }
+
+    /// Runs of our programs the kernel skipped, summed: it does not start a
+    /// program on a CPU where that program (or, for classic tracepoints,
+    /// any kprobe or tracepoint program) is already running, and counts
+    /// `recursion_misses` instead (Linux 5.12 and later; 0 before). Each
+    /// one is a call or a handshake event not seen.
+    pub fn skipped_runs(&self) -> u64 {
+        self.programs
+            .iter()
+            .filter_map(|program| {
+                let path = format!("/proc/self/fdinfo/{}", program.as_fd().as_raw_fd());
+                let text = std::fs::read_to_string(path).ok()?;
+                text.lines()
+                    .find_map(|line| line.strip_prefix("recursion_misses:"))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
     }
 
     /// Reads the counters.
     pub fn counters(&self) -> Result<KernelCounters, MapError> {
         let read =
             |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
-        const _: () = assert!(counter::COUNT == 7, "read every counter below");
+        const _: () = assert!(counter::COUNT == 8, "read every counter below");
         Ok(KernelCounters {
             attempts: read(counter::ATTEMPTS)?,
             ringbuf_full: read(counter::RINGBUF_FULL)?,
@@ -118,6 +156,7 @@ impl KernelStats {
             pending_full: read(counter::PENDING_FULL)?,
             outcome_ringbuf_full: read(counter::OUTCOME_RINGBUF_FULL)?,
             recent_evicted: read(counter::RECENT_EVICTED)?,
+            io_uring_full: read(counter::IO_URING_FULL)?,
         })
     }
 

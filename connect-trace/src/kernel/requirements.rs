@@ -6,7 +6,7 @@
 //! is [`super::privileges::missing_for_tracing`].
 
 use aya::maps::MapType;
-use connect_trace_common::config::{KernelOffsets, OFFSET_UNKNOWN, TracepointOffsets};
+use connect_trace_common::config::{IoUringOffsets, KernelOffsets, TracepointOffsets};
 
 use super::{
     btf::{Btf, BtfError},
@@ -52,83 +52,155 @@ pub const INET_SOCK_SET_STATE: Tracepoint = Tracepoint {
     purpose: "how each TCP handshake ends",
 };
 
+/// `io_uring/io_uring_submit_req` (Linux 6.0 and later; optional).
+pub const IO_URING_SUBMIT: Tracepoint = Tracepoint {
+    category: "io_uring",
+    name: "io_uring_submit_req",
+    fields: &["req", "opcode", "flags"],
+    purpose: "io_uring connect requests as they are submitted",
+};
+
+/// `io_uring/io_uring_complete` (with `req`: Linux 6.0 and later; optional).
+pub const IO_URING_COMPLETE: Tracepoint = Tracepoint {
+    category: "io_uring",
+    name: "io_uring_complete",
+    fields: &["req", "res"],
+    purpose: "io_uring connect requests' results",
+};
+
+/// The tracepoints io_uring requests are traced with. Without them (no
+/// io_uring, or a kernel before 6.0), an io_uring connect is still seen
+/// by its TCP handshake, without its result.
+pub const IO_URING_TRACEPOINTS: [Tracepoint; 2] = [IO_URING_SUBMIT, IO_URING_COMPLETE];
+
 /// Every tracepoint, in the order the programs attach.
 pub const TRACEPOINTS: [Tracepoint; 3] = [SYS_ENTER_CONNECT, SYS_EXIT_CONNECT, INET_SOCK_SET_STATE];
 
-/// A kernel struct member whose offset comes from BTF.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A kernel struct member whose offset comes from BTF: the sum of the
+/// offsets along `path` (a member of a member...).
+#[derive(Debug, Clone, Copy)]
 pub struct BtfMember {
-    /// The struct.
-    pub type_name: &'static str,
-    /// The member.
-    pub member: &'static str,
+    /// `(struct, member)` steps, outermost first.
+    pub path: &'static [(&'static str, &'static str)],
     /// What is lost without it.
     pub without: &'static str,
+    /// Where the programs find it.
+    set: fn(&mut KernelOffsets, u32),
+}
+
+impl BtfMember {
+    /// The member as C would name it: `sock.__sk_common.skc_daddr`.
+    pub fn name(&self) -> String {
+        let mut name = self.path.first().map_or("", |(outer, _)| *outer).to_owned();
+        for (_, member) in self.path {
+            name.push('.');
+            name.push_str(member);
+        }
+        name
+    }
+}
+
+impl PartialEq for BtfMember {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for BtfMember {}
+
+macro_rules! member {
+    ([$(($outer:literal, $member:literal)),+], $field:ident, $without:expr) => {
+        BtfMember {
+            path: &[$(($outer, $member)),+],
+            without: $without,
+            set: |offsets, offset| offsets.$field = offset,
+        }
+    };
 }
 
 /// Every struct member the programs read. None is required: without BTF
 /// tracing works, with the losses each names.
-pub const BTF_MEMBERS: [BtfMember; 11] = [
-    BtfMember {
-        type_name: "sock",
-        member: "sk_err",
-        without: "failed handshakes are reported with a null error",
-    },
-    BtfMember {
-        type_name: "task_struct",
-        member: "files",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "files_struct",
-        member: "fdt",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "fdtable",
-        member: "max_fds",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "fdtable",
-        member: "fd",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "file",
-        member: "private_data",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "socket",
-        member: "sk",
-        without: SOCKET_LOST,
-    },
-    BtfMember {
-        type_name: "task_struct",
-        member: "nsproxy",
-        without: NETNS_LOST,
-    },
-    BtfMember {
-        type_name: "nsproxy",
-        member: "net_ns",
-        without: NETNS_LOST,
-    },
-    BtfMember {
-        type_name: "net",
-        member: "ns",
-        without: NETNS_LOST,
-    },
-    BtfMember {
-        type_name: "ns_common",
-        member: "inum",
-        without: NETNS_LOST,
-    },
+pub const BTF_MEMBERS: [BtfMember; 23] = [
+    member!(
+        [("sock", "sk_err")],
+        sock_sk_err,
+        "failed handshakes are reported with a null error"
+    ),
+    member!([("task_struct", "files")], task_files, SOCKET_LOST),
+    member!([("files_struct", "fdt")], files_fdt, SOCKET_LOST),
+    member!([("fdtable", "max_fds")], fdtable_max_fds, SOCKET_LOST),
+    member!([("fdtable", "fd")], fdtable_fd, SOCKET_LOST),
+    member!([("file", "private_data")], file_private_data, SOCKET_LOST),
+    member!([("socket", "sk")], socket_sk, SOCKET_LOST),
+    member!([("task_struct", "nsproxy")], task_nsproxy, NETNS_LOST),
+    member!([("nsproxy", "net_ns")], nsproxy_net_ns, NETNS_LOST),
+    member!([("net", "ns"), ("ns_common", "inum")], net_inum, NETNS_LOST),
+    member!(
+        [("sock", "__sk_common"), ("sock_common", "skc_family")],
+        sock_family,
+        DESTINATION_LOST
+    ),
+    member!(
+        [("sock", "__sk_common"), ("sock_common", "skc_dport")],
+        sock_dport,
+        DESTINATION_LOST
+    ),
+    member!(
+        [("sock", "__sk_common"), ("sock_common", "skc_daddr")],
+        sock_daddr,
+        DESTINATION_LOST
+    ),
+    member!(
+        [("sock", "__sk_common"), ("sock_common", "skc_v6_daddr")],
+        sock_v6_daddr,
+        DESTINATION_LOST
+    ),
+    member!(
+        [("tcp_sock", "fastopen_req")],
+        tcp_fastopen_req,
+        "TCP Fast Open attempts are reported with via \"other\""
+    ),
+    member!(
+        [("task_struct", "flags")],
+        task_flags,
+        "kernel sockets' and io_uring workers' handshakes are reported with via \"other\""
+    ),
+    member!(
+        [("task_struct", "thread_info"), ("thread_info", "status")],
+        task_status,
+        "32-bit programs' handshakes are reported with via \"other\" (only x86 has this member)"
+    ),
+    member!(
+        [("task_struct", "group_leader")],
+        task_group_leader,
+        IO_WORKER_NAME_LOST
+    ),
+    member!([("task_struct", "comm")], task_comm, IO_WORKER_NAME_LOST),
+    member!([("io_kiocb", "file")], io_request_file, IO_URING_LOST),
+    member!(
+        [("io_kiocb", "cqe"), ("io_cqe", "fd")],
+        io_request_fd,
+        IO_URING_LOST
+    ),
+    member!(
+        [("io_kiocb", "cmd"), ("io_connect", "addr")],
+        io_connect_addr,
+        IO_URING_LOST
+    ),
+    member!(
+        [("io_kiocb", "cmd"), ("io_connect", "addr_len")],
+        io_connect_addr_len,
+        IO_URING_LOST
+    ),
 ];
 
 const SOCKET_LOST: &str =
     "a status check is matched to its attempt by process and descriptor only, not by socket";
 const NETNS_LOST: &str = "records carry no network namespace (netns null), and DNS names cannot be told apart by namespace";
+const DESTINATION_LOST: &str = "TCP handshakes no call was seen for (kernel sockets, 32-bit programs, TCP Fast Open) are reported without their destination";
+const IO_WORKER_NAME_LOST: &str =
+    "handshakes started by io_uring worker threads carry the worker's name, not the program's";
+const IO_URING_LOST: &str = "io_uring connect requests are reported without their descriptor or address, or once only by their handshake";
 
 /// The map types the programs use, with what each holds.
 pub const MAP_TYPES: [(MapType, &str); 4] = [
@@ -155,50 +227,40 @@ pub fn tracepoint_offsets(tracefs: &Tracefs) -> Result<TracepointOffsets, Tracef
     })
 }
 
+/// Reads the offset of every field of [`IO_URING_TRACEPOINTS`] from
+/// `tracefs`; an error says why io_uring requests cannot be traced here.
+pub fn io_uring_offsets(tracefs: &Tracefs) -> Result<IoUringOffsets, TracefsError> {
+    let submit =
+        |name: &str| tracefs.field_offset(IO_URING_SUBMIT.category, IO_URING_SUBMIT.name, name);
+    let complete =
+        |name: &str| tracefs.field_offset(IO_URING_COMPLETE.category, IO_URING_COMPLETE.name, name);
+    Ok(IoUringOffsets {
+        submit_req: submit("req")?,
+        submit_opcode: submit("opcode")?,
+        submit_flags: submit("flags")?,
+        complete_req: complete("req")?,
+        complete_res: complete("res")?,
+    })
+}
+
 /// Reads the offset of every member of [`BTF_MEMBERS`] from `btf`. A
 /// member that cannot be found is left unknown and its error returned.
 pub fn kernel_offsets(btf: Result<&Btf, &BtfError>) -> (KernelOffsets, Vec<(BtfMember, String)>) {
     let mut offsets = KernelOffsets::UNKNOWN;
     let mut problems = Vec::new();
-    let mut net_parts = 0;
     for wanted in BTF_MEMBERS {
         let found = match btf {
-            Ok(btf) => btf
-                .member_offset(wanted.type_name, wanted.member)
-                .map_err(|error| error.to_string()),
+            Ok(btf) => wanted.path.iter().try_fold(0, |sum, (outer, member)| {
+                btf.member_offset(outer, member)
+                    .map(|offset| sum + offset)
+                    .map_err(|error| error.to_string())
+            }),
             Err(error) => Err(error.to_string()),
         };
-        let offset = match found {
-            Ok(offset) => offset,
-            Err(problem) => {
-                problems.push((wanted, problem));
-                continue;
-            }
-        };
-        match (wanted.type_name, wanted.member) {
-            ("sock", "sk_err") => offsets.sock_sk_err = offset,
-            ("task_struct", "files") => offsets.task_files = offset,
-            ("files_struct", "fdt") => offsets.files_fdt = offset,
-            ("fdtable", "max_fds") => offsets.fdtable_max_fds = offset,
-            ("fdtable", "fd") => offsets.fdtable_fd = offset,
-            ("file", "private_data") => offsets.file_private_data = offset,
-            ("socket", "sk") => offsets.socket_sk = offset,
-            ("task_struct", "nsproxy") => offsets.task_nsproxy = offset,
-            ("nsproxy", "net_ns") => offsets.nsproxy_net_ns = offset,
-            // `net.ns.inum` is read as one offset: the two add up.
-            ("net", "ns") | ("ns_common", "inum") => {
-                offsets.net_inum = if offsets.net_inum == OFFSET_UNKNOWN {
-                    offset
-                } else {
-                    offsets.net_inum + offset
-                };
-                net_parts += 1;
-            }
-            _ => {}
+        match found {
+            Ok(offset) => (wanted.set)(&mut offsets, offset),
+            Err(problem) => problems.push((wanted, problem)),
         }
-    }
-    if net_parts != 2 {
-        offsets.net_inum = OFFSET_UNKNOWN;
     }
     (offsets, problems)
 }

@@ -11,8 +11,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use connect_trace_common::{
-    abi::PendingHandshake,
-    config::{self, Config, TracepointOffsets},
+    abi::{InFlight, IoUringCall, PendingHandshake},
+    config::{self, Config, IoUringOffsets, TracepointOffsets},
     names::{map, program},
 };
 use thiserror::Error;
@@ -22,7 +22,10 @@ use super::{
     counters::KernelStats,
     memlock::{self, Memlock},
     privileges,
-    requirements::{self, BtfMember, INET_SOCK_SET_STATE, SYS_ENTER_CONNECT, SYS_EXIT_CONNECT},
+    requirements::{
+        self, BtfMember, INET_SOCK_SET_STATE, IO_URING_COMPLETE, IO_URING_SUBMIT,
+        SYS_ENTER_CONNECT, SYS_EXIT_CONNECT,
+    },
     tracefs::{Tracefs, TracefsError},
 };
 
@@ -134,9 +137,12 @@ pub struct Tracer {
     ebpf: Ebpf,
     stats: Arc<KernelStats>,
     pending: HashMap<MapData, u64, PendingHandshake>,
+    in_flight: HashMap<MapData, u64, InFlight>,
+    io_uring_calls: HashMap<MapData, u64, IoUringCall>,
     program_ids: Vec<u32>,
     btf_problems: Vec<(BtfMember, String)>,
     handshake_hook: &'static str,
+    io_uring_problem: Option<String>,
 }
 
 /// The syscall programs and the tracepoints they attach to.
@@ -154,6 +160,23 @@ fn program_error(
         name,
         source,
     }
+}
+
+/// Attaches the io_uring programs; their ids.
+fn attach_io_uring(ebpf: &mut Ebpf) -> Result<[u32; 2], LoadError> {
+    let submit = attach_tracepoint(
+        ebpf,
+        program::IO_URING_SUBMIT,
+        IO_URING_SUBMIT.category,
+        IO_URING_SUBMIT.name,
+    )?;
+    let complete = attach_tracepoint(
+        ebpf,
+        program::IO_URING_COMPLETE,
+        IO_URING_COMPLETE.category,
+        IO_URING_COMPLETE.name,
+    )?;
+    Ok([submit, complete])
 }
 
 /// What loading and attaching have in common across program types.
@@ -254,6 +277,7 @@ impl Tracer {
         // cannot say why; `Tracer::btf_problems` says what is lost.
         let btf = Btf::from_file(std::path::Path::new(btf::VMLINUX));
         let (kernel, btf_problems) = requirements::kernel_offsets(btf.as_ref());
+        let io_uring = requirements::io_uring_offsets(&tracefs);
         let settings = Config {
             filter_tgid: config.pid.unwrap_or(0),
             failures_only: u32::from(config.failures_only),
@@ -264,6 +288,10 @@ impl Tracer {
             filter_cgroup_id: config.cgroup.map_or(0, |cgroup| cgroup.id),
             tracepoints,
             kernel,
+            io_uring: io_uring
+                .as_ref()
+                .copied()
+                .unwrap_or(IoUringOffsets::UNKNOWN),
         };
 
         let mut ebpf = EbpfLoader::new()
@@ -281,34 +309,64 @@ impl Tracer {
                 tracepoint.name,
             )?);
         }
-        // The raw tracepoint spares the kernel building a record on every
-        // TCP state change; the classic one is the fallback.
+        // Raw tracepoints spare the kernel building a record on every TCP
+        // state change, and the two programs (starts, ends) never make each
+        // other miss an event; the classic tracepoint is the fallback.
         let raw = if config.fallback_paths_only {
             Err(LoadError::Program {
                 action: "attaching",
-                name: program::SOCK_STATE_RAW,
+                name: program::HANDSHAKE_START,
                 source: ProgramError::NotLoaded,
             })
         } else {
-            attach_raw_tracepoint(&mut ebpf, program::SOCK_STATE_RAW, INET_SOCK_SET_STATE.name)
+            attach_raw_tracepoint(
+                &mut ebpf,
+                program::HANDSHAKE_START,
+                INET_SOCK_SET_STATE.name,
+            )
+            .and_then(|start| {
+                let end = attach_raw_tracepoint(
+                    &mut ebpf,
+                    program::HANDSHAKE_END,
+                    INET_SOCK_SET_STATE.name,
+                )?;
+                Ok([start, end])
+            })
         };
-        let (state_program, handshake_hook) = match raw {
-            Ok(id) => (id, "raw tracepoint inet_sock_set_state"),
+        let handshake_hook = match raw {
+            Ok(ids) => {
+                program_ids.extend(ids);
+                "raw tracepoint inet_sock_set_state"
+            }
             Err(error) => {
                 tracing::debug!("raw tracepoint unavailable ({error}); using the classic one");
-                let id = attach_tracepoint(
+                program_ids.push(attach_tracepoint(
                     &mut ebpf,
                     program::SOCK_STATE,
                     INET_SOCK_SET_STATE.category,
                     INET_SOCK_SET_STATE.name,
-                )?;
-                (id, "tracepoint sock/inet_sock_set_state")
+                )?);
+                "tracepoint sock/inet_sock_set_state"
             }
         };
-        program_ids.push(state_program);
+
+        // io_uring requests never pass through connect(); without these
+        // programs their TCP handshakes are still reported, by the
+        // handshake programs, without the requests' results.
+        let io_uring_problem = match io_uring {
+            Ok(_) => attach_io_uring(&mut ebpf)
+                .map(|ids| program_ids.extend(ids))
+                .err()
+                .map(|error| error.to_string()),
+            Err(error) => Some(error.to_string()),
+        };
 
         let counters = take_per_cpu_array(&mut ebpf, map::COUNTERS)?;
         let outcomes = take_per_cpu_array(&mut ebpf, map::OUTCOMES)?;
+        let programs = ebpf
+            .programs()
+            .filter_map(|(_, program)| program.fd().ok()?.try_clone().ok())
+            .collect();
         let pending = ebpf
             .take_map(map::PENDING)
             .ok_or(LoadError::MissingMap(map::PENDING))?;
@@ -316,14 +374,38 @@ impl Tracer {
             name: map::PENDING,
             source,
         })?;
+        let in_flight = ebpf
+            .take_map(map::IN_FLIGHT)
+            .ok_or(LoadError::MissingMap(map::IN_FLIGHT))?;
+        let in_flight = HashMap::try_from(in_flight).map_err(|source| LoadError::Map {
+            name: map::IN_FLIGHT,
+            source,
+        })?;
+        let io_uring_calls = ebpf
+            .take_map(map::IO_URING_CALLS)
+            .ok_or(LoadError::MissingMap(map::IO_URING_CALLS))?;
+        let io_uring_calls =
+            HashMap::try_from(io_uring_calls).map_err(|source| LoadError::Map {
+                name: map::IO_URING_CALLS,
+                source,
+            })?;
         Ok(Self {
             ebpf,
-            stats: Arc::new(KernelStats::new(counters, outcomes)),
+            stats: Arc::new(KernelStats::new(counters, outcomes, programs)),
             pending,
+            in_flight,
+            io_uring_calls,
             program_ids,
             btf_problems,
             handshake_hook,
+            io_uring_problem,
         })
+    }
+
+    /// Why io_uring connect requests are not traced here (their TCP
+    /// handshakes still are); `None` when they are.
+    pub fn io_uring_problem(&self) -> Option<&str> {
+        self.io_uring_problem.as_deref()
     }
 
     /// Takes the ring buffer that carries the records; `None` if already
@@ -373,14 +455,18 @@ pub struct PendingSweep {
     /// handshake lasts: their end was never seen (the kernel did not report
     /// it, or the socket was torn down without a state change).
     pub expired: u64,
+    /// Calls whose exit was never seen (the kernel skipped the exit
+    /// program), whose thread is gone: their entries are removed.
+    pub calls_abandoned: u64,
 }
 
 impl Tracer {
     /// Removes the kernel's entries for handshakes whose SYN went out more
     /// than `max_age_ns` before `now_ns` (CLOCK_MONOTONIC), so that they
     /// neither fill the map nor ever match a later socket at the same
-    /// address, and counts them. Walks the whole map: call it every few
-    /// seconds, not per event.
+    /// address, and counts them; and the entries of calls older than that
+    /// whose thread is gone. Walks both maps: call it every few seconds,
+    /// not per event.
     pub fn sweep_pending(
         &mut self,
         now_ns: u64,
@@ -404,6 +490,44 @@ impl Tracer {
                 sweep.expired += 1;
             }
         }
+        // A thread whose exit the kernel skipped leaves its in-flight entry
+        // behind; once the thread is gone nothing will ever remove it.
+        let mut abandoned = Vec::new();
+        for entry in self.in_flight.iter() {
+            let Ok((pid_tgid, call)) = entry else {
+                continue;
+            };
+            let (tgid, tid) = (pid_tgid >> 32, pid_tgid & 0xffff_ffff);
+            if now_ns.saturating_sub(call.start_ns) > max_age_ns
+                && !std::path::Path::new(&format!("/proc/{tgid}/task/{tid}")).exists()
+            {
+                abandoned.push(pid_tgid);
+            }
+        }
+        for pid_tgid in abandoned {
+            if self.in_flight.remove(&pid_tgid).is_ok() {
+                sweep.calls_abandoned += 1;
+            }
+        }
+        // Every io_uring request completes, unless its process is gone
+        // (a ring torn down mid-request may not post a completion).
+        let mut abandoned = Vec::new();
+        for entry in self.io_uring_calls.iter() {
+            let Ok((request, call)) = entry else {
+                continue;
+            };
+            let tgid = call.pid_tgid >> 32;
+            if now_ns.saturating_sub(call.call.start_ns) > max_age_ns
+                && !std::path::Path::new(&format!("/proc/{tgid}")).exists()
+            {
+                abandoned.push(request);
+            }
+        }
+        for request in abandoned {
+            if self.io_uring_calls.remove(&request).is_ok() {
+                sweep.calls_abandoned += 1;
+            }
+        }
         Ok(sweep)
     }
 
@@ -414,8 +538,11 @@ impl Tracer {
         let handshake = PendingHandshake {
             syn_ns,
             pid_tgid: 0,
+            call: 0,
             family_slot: 0,
             fd: -1,
+            via: 0,
+            reserved: 0,
         };
         self.pending.insert(&sock, &handshake, 0)
     }

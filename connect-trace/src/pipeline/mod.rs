@@ -246,6 +246,10 @@ impl Pipeline {
         if summaries {
             self.summarize()?;
         }
+        // The stopped record's counts include every line before it.
+        for sink in &mut self.downstream.sinks {
+            sink.settle();
+        }
         let stopped = Stopped {
             kind: "stopped",
             ts: SystemTime::now(),

@@ -7,6 +7,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod daemon;
+pub mod uring;
 
 use std::{
     cell::RefCell,

@@ -213,13 +213,13 @@ impl ProgramTime {
 mod tests {
     use super::{ProgramRuns, ProgramTime, Snapshot, attached_in};
 
-    const LISTING: &str = r#"[{"id":7,"type":"tracepoint","name":"enter_connect","tag":"ab","gpl_compatible":true,"run_time_ns":5000,"run_cnt":10,"recursion_misses":0},{"id":8,"type":"tracepoint","name":"exit_connect","tag":"cd"},{"id":9,"type":"raw_tracepoint","name":"sock_state_raw","run_time_ns":900,"run_cnt":3}]"#;
+    const LISTING: &str = r#"[{"id":7,"type":"tracepoint","name":"enter_connect","tag":"ab","gpl_compatible":true,"run_time_ns":5000,"run_cnt":10,"recursion_misses":0},{"id":8,"type":"tracepoint","name":"exit_connect","tag":"cd"},{"id":9,"type":"raw_tracepoint","name":"handshake_end","run_time_ns":900,"run_cnt":3}]"#;
 
     #[test]
     fn reads_the_counters_of_the_programs_asked_for() {
         let before = Snapshot::from_listing(LISTING, &[9, 7, 8]).unwrap();
         let names: Vec<&str> = before.0.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["sock_state_raw", "enter_connect", "exit_connect"]);
+        assert_eq!(names, ["handshake_end", "enter_connect", "exit_connect"]);
         // bpftool leaves the fields out while they are 0.
         assert_eq!(before.0[2].runs, 0);
         let later = LISTING.replace(
