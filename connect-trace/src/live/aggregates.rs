@@ -29,11 +29,13 @@ pub struct Destination {
     server_name: Option<Arc<str>>,
 }
 
-/// A process name and the last process seen with it.
+/// A process name, the last process seen with it and that process's
+/// container or pod.
 #[derive(Debug, Clone)]
 pub struct Process {
     name: String,
     pid: u32,
+    workload: Option<Arc<Workload>>,
 }
 
 /// The live aggregates of every attempt taken.
@@ -136,9 +138,25 @@ impl LiveAggregates {
             failure,
             |comm| {
                 let name = String::from_utf8_lossy(comm).into_owned();
-                (Box::from(comm), Process { name, pid })
+                let workload = report.workload.clone();
+                (
+                    Box::from(comm),
+                    Process {
+                        name,
+                        pid,
+                        workload,
+                    },
+                )
             },
-            |process| process.pid = pid,
+            |process| {
+                process.pid = pid;
+                // Most processes stay in one workload: no reference count
+                // is touched then.
+                match (&mut process.workload, &report.workload) {
+                    (Some(latest), Some(workload)) => follow(latest, workload),
+                    (latest, workload) => latest.clone_from(workload),
+                }
+            },
         );
         if let Some(workload) = &report.workload {
             if let Some(container) = &workload.container {
@@ -199,9 +217,14 @@ impl LiveAggregates {
         let mut processes: Vec<Row> = self
             .processes
             .live_keys(now)
-            .map(|tracked| Row {
-                pid: Some(tracked.about.pid),
-                ..row(tracked, now, tracked.about.name.clone())
+            .map(|tracked| {
+                let workload = tracked.about.workload.as_deref();
+                Row {
+                    pid: Some(tracked.about.pid),
+                    container: workload.and_then(container_label),
+                    pod: workload.and_then(pod_label),
+                    ..row(tracked, now, tracked.about.name.clone())
+                }
             })
             .collect();
         let mut containers: Vec<Row> = self
@@ -212,6 +235,7 @@ impl LiveAggregates {
                 Some(Row {
                     container_id: Some(container.id.to_string()),
                     image: container.image.as_deref().map(str::to_owned),
+                    pod: pod_label(&tracked.about),
                     ..row(tracked, now, container_label(&tracked.about)?)
                 })
             })
@@ -381,6 +405,8 @@ fn row<T>(tracked: &Tracked<T>, now: u64, key: String) -> Row {
         pid: None,
         container_id: None,
         image: None,
+        container: None,
+        pod: None,
     }
 }
 
@@ -610,6 +636,15 @@ mod tests {
         assert_eq!(snapshot.containers[0].windows.last_10s.attempts, 2);
         assert_eq!(snapshot.pods.len(), 1);
         assert_eq!(snapshot.pods[0].key, "shop/cart-0");
+        // Processes and containers say where they ran.
+        assert_eq!(snapshot.containers[0].pod.as_deref(), Some("shop/cart-0"));
+        assert_eq!(snapshot.processes[0].container.as_deref(), Some("cart"));
+        assert_eq!(snapshot.processes[0].pod.as_deref(), Some("shop/cart-0"));
+        // A process of the same name outside any workload takes over.
+        live.record(&report(7, b"x", REFUSED), 1002);
+        let snapshot = live.snapshot(1002, SystemTime::UNIX_EPOCH);
+        assert_eq!(snapshot.processes[0].container, None);
+        assert_eq!(snapshot.processes[0].pod, None);
     }
 
     /// What the sink costs per attempt (run with `--ignored --nocapture`

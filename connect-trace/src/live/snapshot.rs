@@ -127,6 +127,14 @@ pub struct Row {
     /// Containers: the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Processes: the container the last process seen with this name ran
+    /// in, named as a container row's `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Processes and containers: the pod (`namespace/name`) the last
+    /// process, or the container, ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// Keys dropped per dimension.

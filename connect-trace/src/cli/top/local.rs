@@ -70,9 +70,15 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
             .ok()
             .map(|counters| counters.ringbuf_full + counters.outcome_ringbuf_full)
     };
+    if let Some(problem) = tracer.io_uring_problem() {
+        tracing::warn!(
+            "io_uring connect requests are seen only by their TCP handshakes ({problem})"
+        );
+    }
     let (publish, updates) = tokio::sync::watch::channel(Some(Update {
         feed: Ok(Arc::new(live.snapshot())),
         lost: lost(),
+        missed: Some(kernel.skipped_runs()),
     }));
     let view = ViewThread::start(args.source(), updates, logs.clone())?;
 
@@ -97,6 +103,7 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
                     publish.send_replace(Some(Update {
                         feed: Ok(Arc::new(live.snapshot())),
                         lost: lost(),
+                        missed: Some(kernel.skipped_runs()),
                     }));
                 }
                 ready = reader.wait() => {

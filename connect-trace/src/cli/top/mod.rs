@@ -155,6 +155,7 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
     let (publish, updates) = tokio::sync::watch::channel(Some(Update {
         feed: Ok(std::sync::Arc::new(first)),
         lost: None,
+        missed: None,
     }));
     let view = ViewThread::start(args.source(), updates, logs.clone())?;
     let fetching = tokio::spawn(async move {
@@ -167,7 +168,12 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
                 .await
                 .map(std::sync::Arc::new)
                 .map_err(|error| format!("{error:#}"));
-            if publish.send(Some(Update { feed, lost: None })).is_err() {
+            let update = Update {
+                feed,
+                lost: None,
+                missed: None,
+            };
+            if publish.send(Some(update)).is_err() {
                 return;
             }
         }

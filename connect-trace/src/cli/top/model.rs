@@ -25,6 +25,9 @@ pub struct Update {
     /// Records the kernel could not hand over (ring buffer full), when
     /// this process attached the programs itself.
     pub lost: Option<u64>,
+    /// Runs of the programs the kernel skipped (`events_missed`), when
+    /// this process attached them itself.
+    pub missed: Option<u64>,
 }
 
 /// One of the views, switched with Tab or a digit.
@@ -238,6 +241,8 @@ pub struct Model {
     pub problem: Option<String>,
     /// Records lost in the kernel, when known.
     pub lost: Option<u64>,
+    /// Program runs the kernel skipped, when known.
+    pub missed: Option<u64>,
     /// The view shown.
     pub view: View,
     sort: usize,
@@ -265,6 +270,7 @@ impl Model {
             failure_lines: Vec::new(),
             problem: None,
             lost: None,
+            missed: None,
             view: View::Destinations,
             sort: 0,
             descending: true,
@@ -292,6 +298,9 @@ impl Model {
         }
         if update.lost.is_some() {
             self.lost = update.lost;
+        }
+        if update.missed.is_some() {
+            self.missed = update.missed;
         }
         true
     }
@@ -545,6 +554,8 @@ fn row_text(row: &Row) -> String {
         &row.server_name,
         &row.image,
         &row.container_id,
+        &row.container,
+        &row.pod,
     ]
     .into_iter()
     .flatten()
@@ -622,6 +633,7 @@ fn record_lines(record: &Value) -> Vec<String> {
         "container",
         "pod",
         "netns",
+        "via",
         "fd",
         "family",
         "addr",
@@ -665,15 +677,20 @@ fn record_lines(record: &Value) -> Vec<String> {
         .collect()
 }
 
-/// One line with the facts of a failure's record, printable: when, who,
-/// where to, how it ended, how the call returned, how long it took, and
-/// the workload.
+/// One line with the facts of a failure's record, printable: when, who
+/// and in which workload, where to, how it ended, how it was made (when
+/// not by a plain connect()), how the call returned, how long it took.
 pub fn failure_line(record: &Value) -> String {
     let text = |field: &str| record[field].as_str().unwrap_or_default();
-    let mut parts: Vec<String> = Vec::with_capacity(8);
+    let mut parts: Vec<String> = Vec::with_capacity(9);
     let ts = text("ts");
     parts.push(ts.get(11..23).unwrap_or(ts).to_owned());
-    parts.push(format!("{}[{}]", text("comm"), record["pid"]));
+    let mut who = format!("{}[{}]", text("comm"), record["pid"]);
+    if let Some(workload) = workload(record) {
+        who.push_str(" in ");
+        who.push_str(&workload);
+    }
+    parts.push(who);
     let destination = destination(record);
     parts.push(match record["server_name"].as_str() {
         Some(name) => format!("{name} ({destination})"),
@@ -690,36 +707,61 @@ pub fn failure_line(record: &Value) -> String {
         (outcome, Some(error), None) => format!("{outcome} {error}"),
         (outcome, None, _) => outcome.to_owned(),
     });
-    let mut call = format!("call {}", text("errno_name"));
-    if let Some(ns) = record["latency_ns"].as_u64() {
-        call.push(' ');
-        call.push_str(&duration_ns(ns));
+    match text("via") {
+        "syscall" | "" => {}
+        via => parts.push(format!("via {via}")),
     }
-    parts.push(call);
+    // An attempt seen only by its handshake made no call to show.
+    if let Some(name) = record["errno_name"].as_str() {
+        let mut call = format!("call {name}");
+        if let Some(ns) = record["latency_ns"].as_u64() {
+            call.push(' ');
+            call.push_str(&duration_ns(ns));
+        }
+        parts.push(call);
+    }
     if let Some(ns) = record["handshake_ns"].as_u64() {
         parts.push(format!("handshake {}", duration_ns(ns)));
     }
     parts.push(format!("uid {}", record["uid"]));
-    let container = &record["container"];
-    if let Some(name) = container["name"]
-        .as_str()
-        .or_else(|| container["id"].as_str().and_then(|id| id.get(..12)))
-    {
-        parts.push(format!("container {name}"));
-    }
-    let pod = &record["pod"];
-    if let Some(name) = pod["name"].as_str() {
-        parts.push(format!(
-            "pod {}/{name}",
-            pod["namespace"].as_str().unwrap_or("?")
-        ));
-    }
     printable(&parts.join("  ")).into_owned()
 }
 
-/// `addr:port`, `[v6]:port`, a unix path: as the summaries write it.
+/// The workload of a record, as the tables name it: the pod
+/// (`namespace/name`) with the container's name in it, or the container
+/// (its name, or the first 12 digits of its id).
+fn workload(record: &Value) -> Option<String> {
+    let container = &record["container"];
+    let pod = &record["pod"];
+    let container_name = pod["container"]
+        .as_str()
+        .or_else(|| container["name"].as_str());
+    match pod["name"].as_str().or_else(|| pod["uid"].as_str()) {
+        Some(name) => {
+            let namespace = pod["namespace"].as_str().unwrap_or("?");
+            Some(match container_name {
+                Some(container) => format!("{namespace}/{name} ({container})"),
+                None => format!("{namespace}/{name}"),
+            })
+        }
+        None => container_name.map(str::to_owned).or_else(|| {
+            container["id"]
+                .as_str()
+                .and_then(|id| id.get(..12))
+                .map(str::to_owned)
+        }),
+    }
+}
+
+/// `addr:port`, `[v6]:port`, a unix path: as the summaries write it; for
+/// an address not known, why (`address not seen`).
 fn destination(record: &Value) -> String {
-    let addr = record["addr"].as_str().unwrap_or("?");
+    let Some(addr) = record["addr"].as_str() else {
+        return match record["addr_error"].as_str() {
+            Some(problem) => format!("address {}", problem.replace('_', " ")),
+            None => "?".to_owned(),
+        };
+    };
     match (record["family"].as_str(), record["port"].as_u64()) {
         (Some("inet6"), Some(port)) => format!("[{addr}]:{port}"),
         (_, Some(port)) => format!("{addr}:{port}"),
@@ -762,6 +804,8 @@ mod tests {
             pid: None,
             container_id: None,
             image: None,
+            container: None,
+            pod: None,
         }
     }
 
@@ -790,6 +834,7 @@ mod tests {
         assert!(model.update(Update {
             feed: Ok(snapshot(destinations, recent)),
             lost: Some(0),
+            missed: None,
         }));
         model
     }
@@ -893,17 +938,20 @@ mod tests {
         assert!(!model.update(Update {
             feed: Ok(snapshot(Vec::new(), Vec::new())),
             lost: None,
+            missed: None,
         }));
         assert_eq!(keys(&model).len(), 3);
         press(&mut model, KeyCode::Char(' '));
         assert!(model.update(Update {
             feed: Ok(snapshot(Vec::new(), Vec::new())),
             lost: None,
+            missed: None,
         }));
         assert!(keys(&model).is_empty());
         assert!(model.update(Update {
             feed: Err("connection refused".to_owned()),
             lost: None,
+            missed: None,
         }));
         assert_eq!(model.problem.as_deref(), Some("connection refused"));
         assert!(model.snapshot().is_some(), "the last snapshot stays");
@@ -953,7 +1001,7 @@ mod tests {
         let line = failure_line(&record);
         assert_eq!(
             line,
-            "10:00:00.123  \\x1b]2;pwned\\x07[4618]  [::1]:9  failed ECONNREFUSED (refused)  call EINPROGRESS 88µs  handshake 59µs  uid 1000  container web  pod shop/web-0"
+            "10:00:00.123  \\x1b]2;pwned\\x07[4618] in shop/web-0 (web)  [::1]:9  failed ECONNREFUSED (refused)  call EINPROGRESS 88µs  handshake 59µs  uid 1000"
         );
         let mut model = model(Vec::new(), vec![record]);
         model.view = View::Failures;
@@ -975,6 +1023,32 @@ mod tests {
             panic!("no pop-up");
         };
         assert_eq!(title, "explain ECONNREFUSED");
+    }
+
+    #[test]
+    fn failures_say_how_they_were_made_and_what_was_not_seen() {
+        // A handshake of the kernel's own: no call, so no call part.
+        let kernel = json!({"ts": "2026-12-01T10:00:00.123456789Z", "comm": "kworker/0:1",
+            "pid": 12, "uid": 0, "via": "kernel", "family": "inet", "addr": "10.0.0.9",
+            "port": 2049, "outcome": "failed", "errno": null, "errno_name": null,
+            "latency_ns": null, "final_errno": 111, "final_errno_name": "ECONNREFUSED",
+            "final_errno_class": "refused", "handshake_ns": 61_000,
+            "container": {"id": "cd".repeat(32), "name": null}, "pod": null});
+        assert_eq!(
+            failure_line(&kernel),
+            "10:00:00.123  kworker/0:1[12] in cdcdcdcdcdcd  10.0.0.9:2049  failed ECONNREFUSED (refused)  via kernel  handshake 61µs  uid 0"
+        );
+        // An io_uring request whose start was not seen.
+        let uring = json!({"ts": "2026-12-01T10:00:00.500000000Z", "comm": "app", "pid": 7,
+            "uid": 0, "via": "io_uring", "family": null, "addr": null, "port": null,
+            "addr_error": "not_seen", "outcome": "failed", "errno": 111,
+            "errno_name": "ECONNREFUSED", "latency_ns": null, "final_errno": 111,
+            "final_errno_name": "ECONNREFUSED", "final_errno_class": "refused",
+            "pod": {"namespace": "shop", "name": "cart-0", "container": "cart"}});
+        assert_eq!(
+            failure_line(&uring),
+            "10:00:00.500  app[7] in shop/cart-0 (cart)  address not seen  failed ECONNREFUSED (refused)  via io_uring  call ECONNREFUSED  uid 0"
+        );
     }
 
     #[test]

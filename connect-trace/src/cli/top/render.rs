@@ -98,7 +98,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model, theme: Theme, notes: &Notes) {
     draw_title(frame, title, model, theme);
     let snapshot = model.snapshot();
     if let Some(snapshot) = snapshot {
-        draw_rates(frame, rates, snapshot, model.lost, theme);
+        draw_rates(frame, rates, snapshot, (model.lost, model.missed), theme);
         draw_sparkline(
             frame,
             attempts,
@@ -173,7 +173,7 @@ fn draw_rates(
     frame: &mut Frame<'_>,
     area: Rect,
     snapshot: &LiveSnapshot,
-    lost: Option<u64>,
+    (lost, missed): (Option<u64>, Option<u64>),
     theme: Theme,
 ) {
     let ten = &snapshot.rates.last_10s;
@@ -211,6 +211,12 @@ fn draw_rates(
         spans.push(Span::styled(
             format!("  lost {}", count(lost)),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if let Some(missed) = missed.filter(|missed| *missed > 0) {
+        spans.push(Span::styled(
+            format!("  missed {}", count(missed)),
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -389,11 +395,17 @@ fn table_row<'a>(
     key_width: u16,
     theme: Theme,
 ) -> TableRow<'a> {
-    let key = match (&row.server_name, row.pid) {
+    let mut key = match (&row.server_name, row.pid) {
         (Some(name), _) => format!("{name} ({})", row.key),
         (None, Some(pid)) => format!("{} [{pid}]", row.key),
         (None, None) => row.key.clone(),
     };
+    // Where a process (or a container) ran: its pod, which names it best,
+    // or its container.
+    if let Some(workload) = row.pod.as_ref().or(row.container.as_ref()) {
+        key.push_str(" in ");
+        key.push_str(workload);
+    }
     let key = printable(&key);
     let key = fit_middle(&key, usize::from(key_width)).into_owned();
     let error = if view == View::Errors {
@@ -656,6 +668,8 @@ mod tests {
             pid: None,
             container_id: None,
             image: None,
+            container: None,
+            pod: None,
         };
         LiveSnapshot {
             kind: "live".to_owned(),
@@ -679,11 +693,22 @@ mod tests {
                     3,
                 ),
             ],
-            processes: vec![Row {
-                pid: Some(4618),
-                ..row("\u{1b}]2;pwned\u{7}", 20)
+            processes: vec![
+                Row {
+                    pid: Some(4618),
+                    ..row("\u{1b}]2;pwned\u{7}", 20)
+                },
+                Row {
+                    pid: Some(77),
+                    container: Some("cart".to_owned()),
+                    pod: Some("shop/cart-0".to_owned()),
+                    ..row("node", 2)
+                },
+            ],
+            containers: vec![Row {
+                pod: Some("shop/cart-0".to_owned()),
+                ..row("cart", 2)
             }],
-            containers: Vec::new(),
             pods: Vec::new(),
             errors: vec![row("ECONNREFUSED", 23)],
             recent_failures: vec![json!({"ts": "2026-12-01T10:00:00.123Z",
@@ -718,6 +743,7 @@ mod tests {
         model.update(Update {
             feed: Ok(Arc::new(snapshot())),
             lost: Some(0),
+            missed: Some(5),
         });
         model
     }
@@ -744,11 +770,24 @@ mod tests {
     }
 
     #[test]
+    fn containers_show_their_pod() {
+        let mut model = model();
+        model.view = View::Containers;
+        let text = screen(&model, 80, 24);
+        assert!(text.contains("cart in shop/cart-0 "), "{text}");
+    }
+
+    #[test]
     fn hostile_names_are_drawn_as_escapes() {
         let mut model = model();
         model.view = View::Processes;
         let text = screen(&model, 120, 40);
         assert!(text.contains("\\x1b]2;pwned\\x07 [4618]"), "{text}");
+        // No records lost: not said; skipped program runs are.
+        assert!(!text.contains("lost"), "{text}");
+        assert!(text.contains("  missed 5"), "{text}");
+        // Where a process ran: its pod names it best.
+        assert!(text.contains("node [77] in shop/cart-0 "), "{text}");
         assert!(text.contains("\\x1b[2Jevil[1]"), "{text}");
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
@@ -774,6 +813,7 @@ mod tests {
         model.update(Update {
             feed: Ok(Arc::new(full)),
             lost: None,
+            missed: None,
         });
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
         let frames = 200;
