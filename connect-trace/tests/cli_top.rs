@@ -1,8 +1,11 @@
 //! `connect-trace top` in a real terminal: each test starts its own tmux
 //! server, types with `send-keys` and reads the screen with
 //! `capture-pane`, while the test process makes refused connects to a port
-//! of its own. Also `top --from` against a daemon started here, its
-//! `/live` endpoint, and the refusal without a terminal.
+//! of its own. Also `top --from` against a daemon started here (its
+//! `/live` endpoint, and the end of the view when the daemon goes away), a
+//! terminal that hangs up (with and without SIGHUP), and the refusal
+//! without a terminal. About 9 s in all (the daemon's 5 s of grace is the
+//! longest), the tests running side by side.
 //!
 //! Needs root and tmux (`cargo xtask test` has both).
 #![allow(
@@ -34,6 +37,9 @@ use serde_json::Value;
 
 /// The view must show a destination failing now within this long.
 const APPEARS_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long `top --from` waits for a daemon that stopped answering.
+const DAEMON_GONE_AFTER: Duration = Duration::from_secs(5);
 
 /// A private tmux server with one pane running a plain `sh`.
 struct Tmux {
@@ -144,6 +150,11 @@ impl Tmux {
     /// status was 0, and the terminal is as it was (main screen, cursor
     /// shown, echo and line editing back, a prompt that takes commands).
     fn assert_left_usable(&self) {
+        self.assert_left_usable_after(0);
+    }
+
+    /// As [`Tmux::assert_left_usable`], with top's exit `status`.
+    fn assert_left_usable_after(&self, status: u8) {
         // `top-exit: ` and digits: the typed command has `top-exit: $?`.
         let exit = |screen: &str| {
             screen.lines().find_map(|line| {
@@ -153,7 +164,11 @@ impl Tmux {
             })
         };
         let screen = self.wait_for("exit status", TIMEOUT, |s| exit(s).is_some());
-        assert_eq!(exit(&screen).as_deref(), Some("0"), "{screen}");
+        assert_eq!(
+            exit(&screen).as_deref(),
+            Some(status.to_string().as_str()),
+            "{screen}"
+        );
         assert_eq!(
             self.pane("#{alternate_on}"),
             "0",
@@ -480,10 +495,115 @@ fn from_a_running_daemon() {
         screen.contains(&format!("from http://{address}")),
         "{screen}"
     );
-    tmux.keys(&["q"]);
-    tmux.assert_left_usable();
+
+    // The daemon goes away: the view says so at once, then ends with an
+    // error that says what happened.
     let stopped = daemon.stop_counted(libc::SIGTERM);
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    let gone = Instant::now();
+    let screen = tmux.wait_for("the daemon's absence", Duration::from_secs(3), |s| {
+        s.contains("the daemon has not answered for") && s.contains("Connection refused")
+    });
+    assert!(shows_refused(&screen, port), "figures kept:\n{screen}");
+    let screen = tmux.wait_for(
+        "top's end",
+        DAEMON_GONE_AFTER + Duration::from_secs(4),
+        |s| s.contains("top-exit: "),
+    );
+    eprintln!("top ended {:?} after the daemon:\n{screen}", gone.elapsed());
+    let error = screen
+        .lines()
+        .find(|line| line.starts_with("connect-trace: error: "))
+        .unwrap_or_else(|| panic!("no error message:\n{screen}"));
+    assert!(
+        error.contains(&format!(
+            "the daemon at http://{address}/live stopped answering"
+        )),
+        "{screen}"
+    );
+    tmux.assert_left_usable_after(1);
+}
+
+/// A shell script that runs top as a login shell would, and outlives the
+/// terminal to tell how top ended: it ignores SIGHUP itself (top installs
+/// its own handler) and writes top's process id, its stderr and its exit
+/// status to files. With `own_session`, top runs in a session of its own,
+/// so that a hang-up reaches it only as the end of its input (no SIGHUP):
+/// what a dropped SSH connection can leave.
+struct Outliving {
+    dir: PathBuf,
+}
+
+impl Outliving {
+    fn new(name: &str, own_session: bool) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("connect-trace-top-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            "trap '' HUP\n{}sh -c 'echo $$ > {dir}/pid; exec {BINARY} top --pid {pid}' 2> {dir}/stderr\necho $? > {dir}/status\n",
+            if own_session { "setsid " } else { "" },
+            dir = dir.display(),
+            pid = own_pid(),
+        );
+        std::fs::write(dir.join("script.sh"), script).unwrap();
+        Self { dir }
+    }
+
+    fn command(&self) -> String {
+        format!("sh {}/script.sh", self.dir.display())
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(name)).ok()
+    }
+}
+
+impl Drop for Outliving {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_terminal_that_hangs_up_ends_it() {
+    let port = closed_port("127.0.0.1");
+    let _loop = RefusedLoop::start(port, Duration::from_millis(50), "refuse-hangup");
+    for own_session in [false, true] {
+        let outliving = Outliving::new(&format!("hangup-{own_session}"), own_session);
+        let tmux = Tmux::start(&format!("hangup-{own_session}"), 120, 40, &[]);
+        tmux.type_line(&outliving.command());
+        tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+            shows_refused(s, port)
+        });
+        let pid: libc::pid_t = outliving.read("pid").unwrap().trim().parse().unwrap();
+        // The terminal goes away under it, as when an SSH session drops.
+        tmux.run(&["kill-server"]);
+        let hung_up = Instant::now();
+        let status = loop {
+            if let Some(status) = outliving.read("status").filter(|s| s.ends_with('\n')) {
+                break status;
+            }
+            assert!(
+                hung_up.elapsed() < Duration::from_secs(3),
+                "top (pid {pid}, own session: {own_session}) still runs 3 s after its terminal hung up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        eprintln!(
+            "own session {own_session}: top ended {:?} after the hang-up",
+            hung_up.elapsed()
+        );
+        let stderr = outliving.read("stderr").unwrap();
+        assert_eq!(status.trim(), "0", "own session {own_session}: {stderr}");
+        assert!(
+            stderr.contains("the terminal hung up") && stderr.contains("top ends"),
+            "own session {own_session}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        // SAFETY: a plain syscall; the process is gone and reaped.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "top {pid} still runs");
+    }
 }
 
 fn top_without_terminal(args: &[&str]) -> Output {

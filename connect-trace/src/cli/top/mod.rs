@@ -21,7 +21,11 @@ mod terminal;
 mod text;
 mod view;
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -101,7 +105,7 @@ impl TopArgs {
 }
 
 /// How often the view gets new figures.
-const PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the view until `q`, Ctrl-C, SIGINT, SIGTERM or SIGHUP. The logs
 /// kept meanwhile are written to stderr at the end.
@@ -135,58 +139,102 @@ impl Signals {
         })
     }
 
-    /// The next of them.
+    /// The next of them; says which on stderr once the terminal is back.
     async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-            _ = self.hangup.recv() => {}
-        }
+        let why = tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP: the terminal hung up",
+        };
+        tracing::info!("{why}; top ends");
     }
 }
 
+/// How long a daemon may go without answering before `top --from` ends:
+/// long enough for a quick restart, short enough that nobody watches old
+/// figures for long thinking they are live.
+const DAEMON_GONE_AFTER: Duration = Duration::from_secs(5);
+
 /// `--from`: fetch the daemon's `/live` once a second. The first fetch
 /// must work, so that a wrong address is an error on the command line
-/// rather than a message in the view.
+/// rather than a message in the view; a daemon that stops answering for
+/// [`DAEMON_GONE_AFTER`] ends the view with an error that says so.
 async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
     let endpoint = remote::Endpoint::parse(from)?;
     let mut signals = Signals::install()?;
     let first = endpoint.fetch().await?;
     let (publish, updates) = tokio::sync::watch::channel(Some(Update {
-        feed: Ok(std::sync::Arc::new(first)),
+        feed: Ok(Arc::new(first)),
         lost: None,
         missed: None,
     }));
     let view = ViewThread::start(args.source(), updates, logs.clone())?;
-    let fetching = tokio::spawn(async move {
+    let mut fetching = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
         tick.tick().await;
+        let mut answered = Instant::now();
+        let mut last_figures = SystemTime::now();
         loop {
             tick.tick().await;
-            let feed = endpoint
-                .fetch()
-                .await
-                .map(std::sync::Arc::new)
-                .map_err(|error| format!("{error:#}"));
+            let feed = match endpoint.fetch().await {
+                Ok(snapshot) => {
+                    answered = Instant::now();
+                    last_figures = SystemTime::now();
+                    Ok(Arc::new(snapshot))
+                }
+                Err(error) if answered.elapsed() >= DAEMON_GONE_AFTER => {
+                    return anyhow!(
+                        "the daemon at {} stopped answering {} s ago; its last figures were of {}. The last attempt: {error:#}",
+                        endpoint.url(),
+                        answered.elapsed().as_secs(),
+                        humantime::format_rfc3339_seconds(last_figures)
+                    );
+                }
+                // The cause first: the status line is narrow.
+                Err(error) => Err(format!(
+                    "the daemon has not answered for {} s (top ends at {} s): {}",
+                    answered.elapsed().as_secs(),
+                    DAEMON_GONE_AFTER.as_secs(),
+                    error.root_cause()
+                )),
+            };
             let update = Update {
                 feed,
                 lost: None,
                 missed: None,
             };
             if publish.send(Some(update)).is_err() {
-                return;
+                return anyhow!("the view ended");
             }
         }
     });
-    let signaled = tokio::select! {
-        () = signals.recv() => true,
-        () = view.ended() => false,
+    let ended = tokio::select! {
+        () = signals.recv() => Ended::Signal,
+        () = view.ended() => Ended::View,
+        gone = &mut fetching => Ended::DaemonGone(
+            gone.unwrap_or_else(|error| anyhow!("fetching the daemon's figures failed: {error}")),
+        ),
     };
     fetching.abort();
-    if signaled {
-        view.stop_quietly().await;
-        Ok(())
-    } else {
-        view.stop().await
+    match ended {
+        Ended::Signal => {
+            view.stop_quietly().await;
+            Ok(())
+        }
+        Ended::View => view.stop().await,
+        Ended::DaemonGone(error) => {
+            view.stop_quietly().await;
+            Err(error)
+        }
     }
+}
+
+/// Why `top --from` ended.
+enum Ended {
+    /// SIGINT, SIGTERM or SIGHUP.
+    Signal,
+    /// `q`, or the terminal gone.
+    View,
+    /// The daemon stopped answering; why.
+    DaemonGone(anyhow::Error),
 }

@@ -494,6 +494,11 @@ fn draw_failures(frame: &mut Frame<'_>, area: Rect, model: &Model, selectable: b
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model, notes: &Notes, theme: Theme) {
+    let problem = model
+        .problem
+        .as_deref()
+        .or(notes.warning.as_deref())
+        .map(|text| printable(text).into_owned());
     let mut spans = Vec::new();
     if model.editing {
         spans.push(Span::styled(
@@ -510,16 +515,17 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model, notes: &Notes, 
             spans.push(Span::raw("  "));
         }
         let arrow = if model.descending() { "▼" } else { "▲" };
+        // A problem takes the place of the key hints (`?` lists the keys).
+        let hints = if problem.is_some() {
+            ""
+        } else {
+            "  s/S sort  / filter  p pause  e explain  q quit"
+        };
         spans.push(Span::raw(format!(
-            "sort: {} {arrow}  s/S sort  / filter  p pause  e explain  q quit",
+            "sort: {} {arrow}{hints}",
             model.sort().describe()
         )));
     }
-    let problem = model
-        .problem
-        .as_deref()
-        .or(notes.warning.as_deref())
-        .map(|text| printable(text).into_owned());
     let line = Line::from(spans);
     match problem {
         Some(problem) => {

@@ -155,7 +155,10 @@ fn show(
             match screen.draw(|frame| render::draw(frame, &model, theme, &notes)) {
                 Ok(()) => {}
                 // The terminal hung up: nobody is left to look.
-                Err(error) if error.raw_os_error() == Some(libc::EIO) => return Ok(()),
+                Err(error) if error.raw_os_error() == Some(libc::EIO) => {
+                    tracing::info!("the terminal hung up (writing to it failed); top ends");
+                    return Ok(());
+                }
                 Err(error) => return Err(error).context("drawing"),
             }
             dirty = false;
@@ -172,7 +175,10 @@ fn show(
             }
             Input::Nothing => {}
             // Nobody is left to look: end as if asked to.
-            Input::Gone => return Ok(()),
+            Input::Gone => {
+                tracing::info!("the terminal hung up (its input ended); top ends");
+                return Ok(());
+            }
         }
     }
     Ok(())
