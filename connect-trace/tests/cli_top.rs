@@ -15,9 +15,11 @@
 )]
 
 mod common;
+mod engines;
 
 use std::{
     net::{Ipv4Addr, TcpStream},
+    os::fd::AsRawFd as _,
     path::PathBuf,
     process::{Command, Output, Stdio},
     sync::{
@@ -29,10 +31,12 @@ use std::{
 };
 
 use common::{
-    closed_port,
+    RawAddr, closed_port,
     daemon::{BINARY, Daemon, Ready, TIMEOUT, own_pid},
     free_port, require_root,
+    uring::io_uring_connect,
 };
+use io_uring::{squeue, types};
 use serde_json::Value;
 
 /// The view must show a destination failing now within this long.
@@ -208,8 +212,32 @@ struct RefusedLoop {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A refused connect(2) to 127.0.0.1:`port`.
+fn refused_syscall(port: u16) {
+    let error = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED));
+}
+
+/// A refused io_uring connect request to 127.0.0.1:`port`.
+fn refused_io_uring(port: u16) {
+    let socket = common::socket(libc::AF_INET, libc::SOCK_STREAM);
+    let errno = io_uring_connect(
+        types::Fd(socket.as_raw_fd()),
+        None,
+        &RawAddr::inet(Ipv4Addr::LOCALHOST, port),
+        squeue::Flags::empty(),
+        None,
+    );
+    assert_eq!(errno, libc::ECONNREFUSED);
+}
+
 impl RefusedLoop {
     fn start(port: u16, every: Duration, name: &str) -> Self {
+        Self::start_with(port, every, name, refused_syscall)
+    }
+
+    /// Refused by `connect`, one every `every`.
+    fn start_with(port: u16, every: Duration, name: &str, connect: fn(u16)) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
@@ -217,8 +245,7 @@ impl RefusedLoop {
                 let stop = Arc::clone(&stop);
                 move || {
                     while !stop.load(Ordering::Relaxed) {
-                        let error = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap_err();
-                        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED));
+                        connect(port);
                         std::thread::sleep(every);
                     }
                 }
@@ -274,6 +301,14 @@ fn a_failing_destination_shows_within_5s_at_120x40_and_keys_work() {
     // program names itself must never reach the terminal as control codes.
     let _fast = RefusedLoop::start(port, Duration::from_millis(20), "\u{1b}]2;pwned\u{7}");
     let _slow = RefusedLoop::start(slow_port, Duration::from_millis(300), "slow-loop");
+    // io_uring requests are attempts too, and their lines say so.
+    let uring_port = closed_port("127.0.0.1");
+    let _uring = RefusedLoop::start_with(
+        uring_port,
+        Duration::from_millis(200),
+        "uring-loop",
+        refused_io_uring,
+    );
     let tmux = Tmux::start("keys", 120, 40, &[]);
     let started = Instant::now();
     tmux.type_line(&top_command(&format!("--pid {}", own_pid()), None));
@@ -347,8 +382,111 @@ fn a_failing_destination_shows_within_5s_at_120x40_and_keys_work() {
     });
     tmux.keys(&["Escape", "?"]);
     tmux.wait_for("help", TIMEOUT, |s| s.contains("reverse the order"));
+
+    // The failures view, filtered by how the attempts were made.
+    tmux.keys(&["Escape", "6", "/"]);
+    tmux.run(&["send-keys", "-t", "top", "-l", "via io_uring"]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("io_uring failures", TIMEOUT, |s| {
+        s.contains("filter: via io_uring")
+            && s.contains(&format!(
+                "127.0.0.1:{uring_port}  failed ECONNREFUSED (refused)  via io_uring"
+            ))
+    });
+    let failures: Vec<&str> = screen
+        .lines()
+        .skip_while(|line| !line.starts_with("RECENT FAILURES"))
+        .skip(1)
+        .filter(|line| line.contains(" ECONNREFUSED "))
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .all(|line| line.contains(&format!(":{uring_port} "))),
+        "{screen}"
+    );
     tmux.keys(&["q"]);
     tmux.assert_left_usable();
+}
+
+#[test]
+fn processes_show_the_pod_they_ran_in() {
+    require_root();
+    let mut docker = engines::Docker::start();
+    docker.import_image();
+    docker.import_image_into_containerd("k8s.io");
+    // A pod's container, started by containerd with the labels the CRI
+    // sets, whose program keeps failing to connect.
+    let pod = format!("web-{}", std::process::id());
+    let pod_uid = engines::random_pod_uid();
+    let id = engines::random_container_id();
+    docker.ctr_run(
+        "k8s.io",
+        &id,
+        &format!("/kubepods/burstable/pod{pod_uid}/{id}"),
+        &[
+            ("io.kubernetes.pod.name", &pod),
+            ("io.kubernetes.pod.namespace", "shop"),
+            ("io.kubernetes.pod.uid", &pod_uid),
+            ("io.kubernetes.container.name", "app"),
+        ],
+    );
+    // Bounded (about 30 s), and killed with its container at the end.
+    let mut refusing = Command::new("ctr")
+        .arg("--address")
+        .arg(&docker.containerd_socket)
+        .args(["-n", "k8s.io", "task", "exec", "--exec-id", "refuse", &id])
+        .args(["/bin/busybox", "sh", "-c"])
+        .arg(
+            "i=0; while [ $i -lt 300 ]; do /bin/busybox nc 127.0.0.1 1 </dev/null; \
+             /bin/busybox usleep 100000; i=$((i+1)); done",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let tmux = Tmux::start("pod", 120, 40, &[]);
+    tmux.type_line(&top_command(
+        &format!(
+            "--pod shop/{pod} --docker-socket {} --containerd-socket {}",
+            docker.socket.display(),
+            docker.containerd_socket.display()
+        ),
+        None,
+    ));
+    let screen = tmux.wait_for("the pod's refused destination", APPEARS_WITHIN * 2, |s| {
+        table_line(s, "127.0.0.1:1 ").is_some_and(|(_, line)| line.contains("ECONNREFUSED"))
+    });
+    let workload = format!("in shop/{pod} (app)");
+    assert!(
+        screen
+            .lines()
+            .skip_while(|line| !line.starts_with("RECENT FAILURES"))
+            .any(|line| line.contains("busybox[") && line.contains(&workload)),
+        "failures say where they came from:\n{screen}"
+    );
+    tmux.keys(&["2"]);
+    tmux.wait_for("the process and its pod", TIMEOUT, |s| {
+        table_line(s, &format!("in shop/{pod} "))
+            .is_some_and(|(_, line)| line.contains("busybox ["))
+    });
+    tmux.keys(&["3"]);
+    tmux.wait_for("the container and its pod", TIMEOUT, |s| {
+        table_line(s, &format!("app in shop/{pod} ")).is_some()
+    });
+    tmux.keys(&["4"]);
+    // (The title names the pod too, for --pod.)
+    tmux.wait_for("the pod", TIMEOUT, |s| {
+        s.lines()
+            .any(|line| line.contains(&format!(" shop/{pod} ")) && line.contains("ECONNREFUSED"))
+    });
+    tmux.keys(&["q"]);
+    tmux.assert_left_usable();
+    let _ = refusing.kill();
+    let _ = refusing.wait();
+    docker.stop();
 }
 
 /// An SGR parameter that sets a foreground or background color.
