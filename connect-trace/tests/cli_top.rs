@@ -1,13 +1,15 @@
 //! `connect-trace top` in a real terminal: each test starts its own tmux
 //! server, types with `send-keys` and reads the screen with
-//! `capture-pane`, while the test process makes refused connects to a port
-//! of its own. Also `top --from` against a daemon started here (its
-//! `/live` endpoint, and the end of the view when the daemon goes away), a
-//! terminal that hangs up (with and without SIGHUP), and the refusal
-//! without a terminal. About 9 s in all (the daemon's 5 s of grace is the
-//! longest), the tests running side by side.
+//! `capture-pane`, while the test process makes refused connects (connect(2)
+//! and io_uring) to ports of its own, or a pod's container does. Also `top
+//! --from` against a daemon started here (its `/live` endpoint, and the end
+//! of the view when the daemon goes away), a terminal that hangs up (with
+//! and without SIGHUP), and the refusal without a terminal. About 13 s in
+//! all, the tests running side by side (the longest waits out the
+//! daemon's 5 s of grace).
 //!
-//! Needs root and tmux (`cargo xtask test` has both).
+//! Needs root, tmux, and Docker's engine with busybox-static for the pod
+//! (`cargo xtask setup` installs them; `cargo xtask test` runs as root).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
