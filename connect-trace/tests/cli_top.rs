@@ -407,6 +407,26 @@ fn a_failing_destination_shows_within_5s_at_120x40_and_keys_work() {
             .all(|line| line.contains(&format!(":{uring_port} "))),
         "{screen}"
     );
+
+    // Paused, the figures stay as they were; unpaused, they move again.
+    let totals = |screen: &str| {
+        screen
+            .lines()
+            .find(|line| line.contains(" attempts, "))
+            .map(str::to_owned)
+    };
+    tmux.keys(&["p"]);
+    let paused = tmux.wait_for("paused", TIMEOUT, |s| s.contains("PAUSED (p resumes)"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        totals(&tmux.screen()),
+        totals(&paused),
+        "moved while paused"
+    );
+    tmux.keys(&["p"]);
+    tmux.wait_for("figures moving again", TIMEOUT, |s| {
+        !s.contains("PAUSED") && totals(s) != totals(&paused)
+    });
     tmux.keys(&["q"]);
     tmux.assert_left_usable();
 }
