@@ -644,6 +644,9 @@ fn from_a_running_daemon() {
         snapshot["history"]["attempts"].as_array().unwrap().len(),
         120
     );
+    for count in ["records_lost", "outcomes_lost", "events_missed"] {
+        assert!(snapshot["losses"][count].is_u64(), "{}", snapshot["losses"]);
+    }
 
     // The view of it, in a terminal.
     let tmux = Tmux::start("from", 120, 40, &[]);

@@ -201,12 +201,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     )
     .context("watching the ring buffer")?;
     let kernel = tracer.stats();
-    let counts = LedgerCounts {
+    let counts = Arc::new(LedgerCounts {
         ledger: Arc::clone(&ledger),
         kernel: Arc::clone(&kernel),
-    };
+    });
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
-    let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
+    let metrics = Arc::new(Metrics::new(counts.clone(), node.as_deref())?);
     if args.bpf_stats {
         // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
         let stats = ProgramStats::enable(tracer.program_ids())?;
@@ -220,6 +220,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             node: node.clone(),
             ..LiveConfig::default()
         })
+        .with_counts(counts)
     });
     let server = listener.map(|listener| {
         tokio::spawn(http::serve(

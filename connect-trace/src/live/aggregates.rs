@@ -308,6 +308,7 @@ impl LiveAggregates {
                 containers: self.containers.dropped(),
                 pods: self.pods.dropped(),
             },
+            losses: None,
         }
     }
 }

@@ -29,7 +29,7 @@ pub use aggregates::{LiveAggregates, SNAPSHOT_HISTORY_SECS};
 pub use sink::LiveSink;
 pub use snapshot::LiveSnapshot;
 
-use crate::{clock::WallClock, report::AttemptReport};
+use crate::{clock::WallClock, export::prometheus::CountSource, report::AttemptReport};
 
 /// Keys kept per dimension by default.
 pub const DEFAULT_CAPACITY: usize = 256;
@@ -61,9 +61,20 @@ impl Default for LiveConfig {
 
 /// A shared handle on the live aggregates: the sink feeds them, views and
 /// the `/live` endpoint take snapshots.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Live {
     aggregates: Arc<Mutex<LiveAggregates>>,
+    /// Where the losses a snapshot reports are read, if anywhere.
+    counts: Option<Arc<dyn CountSource>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("aggregates", &self.aggregates)
+            .field("counts", &self.counts.is_some())
+            .finish()
+    }
 }
 
 impl Live {
@@ -71,7 +82,16 @@ impl Live {
     pub fn new(config: &LiveConfig) -> Self {
         Self {
             aggregates: Arc::new(Mutex::new(LiveAggregates::new(config, now_secs()))),
+            counts: None,
         }
+    }
+
+    /// Snapshots also report the losses `counts` reads (the ledger and the
+    /// kernel's counters of the tracer whose attempts these are).
+    #[must_use]
+    pub fn with_counts(mut self, counts: Arc<dyn CountSource>) -> Self {
+        self.counts = Some(counts);
+        self
     }
 
     /// The sink that feeds them.
@@ -86,7 +106,15 @@ impl Live {
 
     /// Everything a view shows, now.
     pub fn snapshot(&self) -> LiveSnapshot {
-        self.lock().snapshot(now_secs(), SystemTime::now())
+        let mut snapshot = self.lock().snapshot(now_secs(), SystemTime::now());
+        // Read outside the lock: the kernel's maps are not ours to hold
+        // the pipeline up for.
+        snapshot.losses = self
+            .counts
+            .as_ref()
+            .and_then(|counts| counts.read())
+            .map(|(delivery, _)| snapshot::Losses::from(&delivery));
+        snapshot
     }
 
     /// A panic elsewhere while holding the lock leaves counts that are

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::window::Tally;
+use crate::{aggregate::window::Tally, delivery::Delivery};
 
 /// Always the `type` of a snapshot.
 pub const KIND: &str = "live";
@@ -51,6 +51,32 @@ pub struct LiveSnapshot {
     pub capacity: usize,
     /// Keys dropped so far to stay within `capacity`, per dimension.
     pub dropped: Dropped,
+    /// What the tracer could not see or hand over so far, as the `stopped`
+    /// record counts it; `null` when the counts could not be read.
+    #[serde(default)]
+    pub losses: Option<Losses>,
+}
+
+/// Attempts the figures may be missing, counted as the `stopped` record's
+/// `delivery` counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Losses {
+    /// Call records the kernel dropped (its ring buffer full).
+    pub records_lost: u64,
+    /// Handshake outcomes the kernel dropped (its ring buffer full).
+    pub outcomes_lost: u64,
+    /// Runs of the tracer's programs the kernel skipped.
+    pub events_missed: u64,
+}
+
+impl From<&Delivery> for Losses {
+    fn from(delivery: &Delivery) -> Self {
+        Self {
+            records_lost: delivery.records_lost,
+            outcomes_lost: delivery.outcomes_lost,
+            events_missed: delivery.events_missed,
+        }
+    }
 }
 
 /// Attempts, failures and their rate.

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use connect_trace::{
     clock::WallClock,
     delivery::Ledger,
-    export::Sink,
+    export::{Sink, prometheus::LedgerCounts},
     kernel::{Tracer, TracerConfig},
     live::{Live, LiveConfig},
     pipeline::{Pipeline, PipelineConfig, reader::EventReader},
@@ -47,7 +47,10 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
         .context("watching the ring buffer")?;
     let kernel = tracer.stats();
     let ledger = Arc::new(Ledger::default());
-    let live = Live::new(&LiveConfig::default());
+    let live = Live::new(&LiveConfig::default()).with_counts(Arc::new(LedgerCounts {
+        ledger: Arc::clone(&ledger),
+        kernel: Arc::clone(&kernel),
+    }));
     drop_capabilities();
     let identity = start_identity(&workloads, filter, None)?;
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(live.sink())];
@@ -64,12 +67,6 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
         sinks,
         identity,
     );
-    let lost = || {
-        kernel
-            .counters()
-            .ok()
-            .map(|counters| counters.ringbuf_full + counters.outcome_ringbuf_full)
-    };
     if let Some(problem) = tracer.io_uring_problem() {
         tracing::warn!(
             "io_uring connect requests are seen only by their TCP handshakes ({problem})"
@@ -77,8 +74,6 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
     }
     let (publish, updates) = tokio::sync::watch::channel(Some(Update {
         feed: Ok(Arc::new(live.snapshot())),
-        lost: lost(),
-        missed: Some(kernel.skipped_runs()),
     }));
     let view = ViewThread::start(args.source(), updates, logs.clone())?;
 
@@ -102,8 +97,6 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
                 _ = publishing.tick() => {
                     publish.send_replace(Some(Update {
                         feed: Ok(Arc::new(live.snapshot())),
-                        lost: lost(),
-                        missed: Some(kernel.skipped_runs()),
                     }));
                 }
                 ready = reader.wait() => {

@@ -165,8 +165,6 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
     let first = endpoint.fetch().await?;
     let (publish, updates) = tokio::sync::watch::channel(Some(Update {
         feed: Ok(Arc::new(first)),
-        lost: None,
-        missed: None,
     }));
     let view = ViewThread::start(args.source(), updates, logs.clone())?;
     let mut fetching = tokio::spawn(async move {
@@ -198,11 +196,7 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
                     error.root_cause()
                 )),
             };
-            let update = Update {
-                feed,
-                lost: None,
-                missed: None,
-            };
+            let update = Update { feed };
             if publish.send(Some(update)).is_err() {
                 return anyhow!("the view ended");
             }

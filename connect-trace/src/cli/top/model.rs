@@ -22,12 +22,6 @@ use super::text::{duration_ns, printable};
 pub struct Update {
     /// The newest snapshot, or why there is none.
     pub feed: Result<Arc<LiveSnapshot>, String>,
-    /// Records the kernel could not hand over (ring buffer full), when
-    /// this process attached the programs itself.
-    pub lost: Option<u64>,
-    /// Runs of the programs the kernel skipped (`events_missed`), when
-    /// this process attached them itself.
-    pub missed: Option<u64>,
 }
 
 /// One of the views, switched with Tab or a digit.
@@ -239,10 +233,6 @@ pub struct Model {
     /// Why the newest update has no snapshot (a daemon that does not
     /// answer), shown until one comes.
     pub problem: Option<String>,
-    /// Records lost in the kernel, when known.
-    pub lost: Option<u64>,
-    /// Program runs the kernel skipped, when known.
-    pub missed: Option<u64>,
     /// The view shown.
     pub view: View,
     sort: usize,
@@ -269,8 +259,6 @@ impl Model {
             snapshot: None,
             failure_lines: Vec::new(),
             problem: None,
-            lost: None,
-            missed: None,
             view: View::Destinations,
             sort: 0,
             descending: true,
@@ -295,12 +283,6 @@ impl Model {
                 self.problem = None;
             }
             Err(problem) => self.problem = Some(problem),
-        }
-        if update.lost.is_some() {
-            self.lost = update.lost;
-        }
-        if update.missed.is_some() {
-            self.missed = update.missed;
         }
         true
     }
@@ -826,6 +808,7 @@ mod tests {
             recent_failures,
             capacity: 256,
             dropped: Dropped::default(),
+            losses: None,
         })
     }
 
@@ -833,8 +816,6 @@ mod tests {
         let mut model = Model::new("test".to_owned());
         assert!(model.update(Update {
             feed: Ok(snapshot(destinations, recent)),
-            lost: Some(0),
-            missed: None,
         }));
         model
     }
@@ -937,21 +918,15 @@ mod tests {
         press(&mut model, KeyCode::Char('p'));
         assert!(!model.update(Update {
             feed: Ok(snapshot(Vec::new(), Vec::new())),
-            lost: None,
-            missed: None,
         }));
         assert_eq!(keys(&model).len(), 3);
         press(&mut model, KeyCode::Char(' '));
         assert!(model.update(Update {
             feed: Ok(snapshot(Vec::new(), Vec::new())),
-            lost: None,
-            missed: None,
         }));
         assert!(keys(&model).is_empty());
         assert!(model.update(Update {
             feed: Err("connection refused".to_owned()),
-            lost: None,
-            missed: None,
         }));
         assert_eq!(model.problem.as_deref(), Some("connection refused"));
         assert!(model.snapshot().is_some(), "the last snapshot stays");

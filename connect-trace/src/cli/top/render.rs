@@ -98,7 +98,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &Model, theme: Theme, notes: &Notes) {
     draw_title(frame, title, model, theme);
     let snapshot = model.snapshot();
     if let Some(snapshot) = snapshot {
-        draw_rates(frame, rates, snapshot, (model.lost, model.missed), theme);
+        draw_rates(frame, rates, snapshot, theme);
         draw_sparkline(
             frame,
             attempts,
@@ -169,13 +169,7 @@ fn draw_title(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
     );
 }
 
-fn draw_rates(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    snapshot: &LiveSnapshot,
-    (lost, missed): (Option<u64>, Option<u64>),
-    theme: Theme,
-) {
+fn draw_rates(frame: &mut Frame<'_>, area: Rect, snapshot: &LiveSnapshot, theme: Theme) {
     let ten = &snapshot.rates.last_10s;
     let seconds = snapshot.uptime_s.saturating_add(1).min(10);
     let per_second = ten.attempts as f64 / seconds as f64;
@@ -207,15 +201,17 @@ fn draw_rates(
             count(snapshot.total.failures)
         )),
     ];
-    if let Some(lost) = lost.filter(|lost| *lost > 0) {
+    let losses = snapshot.losses.unwrap_or_default();
+    let lost = losses.records_lost.saturating_add(losses.outcomes_lost);
+    if lost > 0 {
         spans.push(Span::styled(
             format!("  lost {}", count(lost)),
             theme.fg(Color::Red).add_modifier(Modifier::BOLD),
         ));
     }
-    if let Some(missed) = missed.filter(|missed| *missed > 0) {
+    if losses.events_missed > 0 {
         spans.push(Span::styled(
-            format!("  missed {}", count(missed)),
+            format!("  missed {}", count(losses.events_missed)),
             theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
         ));
     }
@@ -644,7 +640,7 @@ fn draw_popup(frame: &mut Frame<'_>, area: Rect, popup: &Popup, scroll: u16) {
 mod tests {
     use std::sync::Arc;
 
-    use connect_trace::live::snapshot::{Dropped, History, Windows};
+    use connect_trace::live::snapshot::{Dropped, History, Losses, Windows};
     use ratatui::{Terminal, backend::TestBackend};
     use serde_json::json;
 
@@ -725,6 +721,10 @@ mod tests {
                 "latency_ns": 12_000})],
             capacity: 256,
             dropped: Dropped::default(),
+            losses: Some(Losses {
+                events_missed: 5,
+                ..Losses::default()
+            }),
         }
     }
 
@@ -748,8 +748,6 @@ mod tests {
         let mut model = Model::new("this host".to_owned());
         model.update(Update {
             feed: Ok(Arc::new(snapshot())),
-            lost: Some(0),
-            missed: Some(5),
         });
         model
     }
@@ -818,8 +816,6 @@ mod tests {
         let mut model = Model::new("this host".to_owned());
         model.update(Update {
             feed: Ok(Arc::new(full)),
-            lost: None,
-            missed: None,
         });
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
         let frames = 200;
