@@ -481,7 +481,7 @@ fn processes_show_the_pod_they_ran_in() {
     let screen = tmux.wait_for("the pod's refused destination", APPEARS_WITHIN * 2, |s| {
         table_line(s, "127.0.0.1:1 ").is_some_and(|(_, line)| line.contains("ECONNREFUSED"))
     });
-    let workload = format!("in shop/{pod} (app)");
+    let workload = format!("failed ECONNREFUSED (refused)  pod shop/{pod} (app)");
     assert!(
         screen
             .lines()

@@ -659,20 +659,16 @@ fn record_lines(record: &Value) -> Vec<String> {
         .collect()
 }
 
-/// One line with the facts of a failure's record, printable: when, who
-/// and in which workload, where to, how it ended, how it was made (when
-/// not by a plain connect()), how the call returned, how long it took.
+/// One line with the facts of a failure's record, printable: when, who,
+/// where to, how it ended, in which workload, how it was made (when not
+/// by a plain connect()), how the call returned, how long it took. The
+/// facts that matter most come first: a narrow terminal cuts the end.
 pub fn failure_line(record: &Value) -> String {
     let text = |field: &str| record[field].as_str().unwrap_or_default();
     let mut parts: Vec<String> = Vec::with_capacity(9);
     let ts = text("ts");
     parts.push(ts.get(11..23).unwrap_or(ts).to_owned());
-    let mut who = format!("{}[{}]", text("comm"), record["pid"]);
-    if let Some(workload) = workload(record) {
-        who.push_str(" in ");
-        who.push_str(&workload);
-    }
-    parts.push(who);
+    parts.push(format!("{}[{}]", text("comm"), record["pid"]));
     let destination = destination(record);
     parts.push(match record["server_name"].as_str() {
         Some(name) => format!("{name} ({destination})"),
@@ -689,6 +685,7 @@ pub fn failure_line(record: &Value) -> String {
         (outcome, Some(error), None) => format!("{outcome} {error}"),
         (outcome, None, _) => outcome.to_owned(),
     });
+    parts.extend(workload(record));
     match text("via") {
         "syscall" | "" => {}
         via => parts.push(format!("via {via}")),
@@ -709,9 +706,9 @@ pub fn failure_line(record: &Value) -> String {
     printable(&parts.join("  ")).into_owned()
 }
 
-/// The workload of a record, as the tables name it: the pod
-/// (`namespace/name`) with the container's name in it, or the container
-/// (its name, or the first 12 digits of its id).
+/// The workload of a record, as the tables name it: `pod
+/// namespace/name` with the container's name in it, or `container` and
+/// its name (or the first 12 digits of its id).
 fn workload(record: &Value) -> Option<String> {
     let container = &record["container"];
     let pod = &record["pod"];
@@ -722,16 +719,13 @@ fn workload(record: &Value) -> Option<String> {
         Some(name) => {
             let namespace = pod["namespace"].as_str().unwrap_or("?");
             Some(match container_name {
-                Some(container) => format!("{namespace}/{name} ({container})"),
-                None => format!("{namespace}/{name}"),
+                Some(container) => format!("pod {namespace}/{name} ({container})"),
+                None => format!("pod {namespace}/{name}"),
             })
         }
-        None => container_name.map(str::to_owned).or_else(|| {
-            container["id"]
-                .as_str()
-                .and_then(|id| id.get(..12))
-                .map(str::to_owned)
-        }),
+        None => container_name
+            .or_else(|| container["id"].as_str().and_then(|id| id.get(..12)))
+            .map(|name| format!("container {name}")),
     }
 }
 
@@ -976,7 +970,7 @@ mod tests {
         let line = failure_line(&record);
         assert_eq!(
             line,
-            "10:00:00.123  \\x1b]2;pwned\\x07[4618] in shop/web-0 (web)  [::1]:9  failed ECONNREFUSED (refused)  call EINPROGRESS 88µs  handshake 59µs  uid 1000"
+            "10:00:00.123  \\x1b]2;pwned\\x07[4618]  [::1]:9  failed ECONNREFUSED (refused)  pod shop/web-0 (web)  call EINPROGRESS 88µs  handshake 59µs  uid 1000"
         );
         let mut model = model(Vec::new(), vec![record]);
         model.view = View::Failures;
@@ -1011,7 +1005,7 @@ mod tests {
             "container": {"id": "cd".repeat(32), "name": null}, "pod": null});
         assert_eq!(
             failure_line(&kernel),
-            "10:00:00.123  kworker/0:1[12] in cdcdcdcdcdcd  10.0.0.9:2049  failed ECONNREFUSED (refused)  via kernel  handshake 61µs  uid 0"
+            "10:00:00.123  kworker/0:1[12]  10.0.0.9:2049  failed ECONNREFUSED (refused)  container cdcdcdcdcdcd  via kernel  handshake 61µs  uid 0"
         );
         // An io_uring request whose start was not seen.
         let uring = json!({"ts": "2026-12-01T10:00:00.500000000Z", "comm": "app", "pid": 7,
@@ -1022,7 +1016,7 @@ mod tests {
             "pod": {"namespace": "shop", "name": "cart-0", "container": "cart"}});
         assert_eq!(
             failure_line(&uring),
-            "10:00:00.500  app[7] in shop/cart-0 (cart)  address not seen  failed ECONNREFUSED (refused)  via io_uring  call ECONNREFUSED  uid 0"
+            "10:00:00.500  app[7]  address not seen  failed ECONNREFUSED (refused)  pod shop/cart-0 (cart)  via io_uring  call ECONNREFUSED  uid 0"
         );
     }
 
