@@ -273,18 +273,21 @@ impl Model {
 
     /// Takes an update, unless paused. Returns whether to draw again.
     pub fn update(&mut self, update: Update) -> bool {
-        if self.paused {
-            return false;
-        }
         match update.feed {
+            // A problem is news even while paused: a daemon gone away ends
+            // the view soon.
+            Err(problem) => {
+                self.problem = Some(problem);
+                true
+            }
+            Ok(_) if self.paused => self.problem.take().is_some(),
             Ok(snapshot) => {
                 self.failure_lines = snapshot.recent_failures.iter().map(failure_line).collect();
                 self.snapshot = Some(snapshot);
                 self.problem = None;
+                true
             }
-            Err(problem) => self.problem = Some(problem),
         }
-        true
     }
 
     /// The snapshot shown.
@@ -924,6 +927,17 @@ mod tests {
         }));
         assert_eq!(model.problem.as_deref(), Some("connection refused"));
         assert!(model.snapshot().is_some(), "the last snapshot stays");
+        // Paused, problems still show, and clear when figures come again.
+        press(&mut model, KeyCode::Char('p'));
+        assert!(model.update(Update {
+            feed: Err("timed out".to_owned()),
+        }));
+        assert_eq!(model.problem.as_deref(), Some("timed out"));
+        assert!(model.update(Update {
+            feed: Ok(snapshot(three(), Vec::new())),
+        }));
+        assert_eq!(model.problem, None);
+        assert!(keys(&model).is_empty(), "the figures stay paused");
     }
 
     #[test]
