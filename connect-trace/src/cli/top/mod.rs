@@ -41,7 +41,8 @@ use view::ViewThread;
 pub struct TopArgs {
     /// Show what a running daemon sees instead of attaching the programs
     /// again: the address of its --metrics server (http://HOST:PORT,
-    /// HOST:PORT or a port on 127.0.0.1); its /live endpoint is read.
+    /// HOST:PORT or a port on 127.0.0.1); its /live endpoint is read. The
+    /// view ends when the daemon has not answered for 5 s.
     #[arg(long, value_name = "URL", conflicts_with_all = [
         "pid", "failures_only", "cgroup", "container", "pod", "namespace",
         "no_workloads", "docker_socket", "containerd_socket",
