@@ -206,7 +206,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel: Arc::clone(&kernel),
     });
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
-    let metrics = Arc::new(Metrics::new(counts.clone(), node.as_deref())?);
+    let metrics = Arc::new(Metrics::new(Arc::clone(&counts) as _, node.as_deref())?);
     if args.bpf_stats {
         // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
         let stats = ProgramStats::enable(tracer.program_ids())?;
