@@ -658,9 +658,19 @@ fn from_a_running_daemon() {
         screen.contains(&format!("from http://{address}")),
         "{screen}"
     );
+    // `q` ends it as it ends a standalone view.
+    tmux.keys(&["q"]);
+    tmux.assert_left_usable();
 
-    // The daemon goes away: the view says so at once, then ends with an
-    // error that says what happened.
+    // Again; then the daemon goes away: the view says so at once, then
+    // ends with an error that says what happened.
+    tmux.type_line(&format!(
+        "clear; {}",
+        top_command(&format!("--from http://{address}"), None)
+    ));
+    tmux.wait_for("refused destination", APPEARS_WITHIN, |s| {
+        shows_refused(s, port)
+    });
     let stopped = daemon.stop_counted(libc::SIGTERM);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     let gone = Instant::now();

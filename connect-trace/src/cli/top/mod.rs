@@ -182,12 +182,12 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
                     Ok(Arc::new(snapshot))
                 }
                 Err(error) if answered.elapsed() >= DAEMON_GONE_AFTER => {
-                    return anyhow!(
+                    return Some(anyhow!(
                         "the daemon at {} stopped answering {} s ago; its last figures were of {}. The last attempt: {error:#}",
                         endpoint.url(),
                         answered.elapsed().as_secs(),
                         humantime::format_rfc3339_seconds(last_figures)
-                    );
+                    ));
                 }
                 // The cause first: the status line is narrow.
                 Err(error) => Err(format!(
@@ -198,17 +198,23 @@ async fn from_daemon(args: &TopArgs, from: &str, logs: &Logs) -> Result<()> {
                 )),
             };
             let update = Update { feed };
+            // Nobody to show it to: the view ended, which the main task
+            // sees on its own.
             if publish.send(Some(update)).is_err() {
-                return anyhow!("the view ended");
+                return None;
             }
         }
     });
     let ended = tokio::select! {
         () = signals.recv() => Ended::Signal,
         () = view.ended() => Ended::View,
-        gone = &mut fetching => Ended::DaemonGone(
-            gone.unwrap_or_else(|error| anyhow!("fetching the daemon's figures failed: {error}")),
-        ),
+        gone = &mut fetching => match gone {
+            Ok(Some(error)) => Ended::DaemonGone(error),
+            Ok(None) => Ended::View,
+            Err(error) => {
+                Ended::DaemonGone(anyhow!("fetching the daemon's figures failed: {error}"))
+            }
+        },
     };
     fetching.abort();
     match ended {
