@@ -9,8 +9,13 @@ use super::{
 };
 use crate::bench::{plan::Mode, plan::Tracer, stats::median};
 
-/// The rows next to connect-trace's: the floor and a printf tracer.
-const OTHERS: [Tracer; 2] = [Tracer::BpftraceEmpty, Tracer::BpftracePrintf];
+/// The columns next to connect-trace's: its own floor (the same hooks,
+/// programs that do nothing), bpftrace's floor and a printf tracer.
+const OTHERS: [Tracer; 3] = [
+    Tracer::ConnectTraceEmpty,
+    Tracer::BpftraceEmpty,
+    Tracer::BpftracePrintf,
+];
 
 impl Report<'_> {
     /// Program time per connect() of `mode` under `tracer`, one value per
