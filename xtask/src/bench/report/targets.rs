@@ -68,7 +68,12 @@ impl Report<'_> {
             // What the same hooks cost with programs that do nothing: no
             // program of ours can take less.
             let floor = median(&self.program_time(mode, Tracer::ConnectTraceEmpty))
-                .map(|floor| format!("; the hooks alone, empty programs: {}", nanoseconds(floor.median)))
+                .map(|floor| {
+                    format!(
+                        "; the hooks alone, empty programs: {}",
+                        nanoseconds(floor.median)
+                    )
+                })
                 .unwrap_or_default();
             row(
                 out,
