@@ -133,6 +133,10 @@ pub struct RunArgs {
     /// OpenTelemetry export (`--otlp-*`).
     #[command(flatten)]
     otlp: super::otlp::OtlpArgs,
+    /// For the benchmark: attach programs that return at once, to measure
+    /// what the hooks alone cost. Nothing is traced.
+    #[arg(long, hide = true)]
+    empty_programs: bool,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -190,6 +194,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
         cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
+        empty_programs: args.empty_programs,
         ..TracerConfig::default()
     })
     .map_err(|error| match error {

@@ -61,6 +61,9 @@ pub struct TracerConfig {
     /// Kernels with an unusual layout or no raw tracepoints take these
     /// paths; this forces them so that tests cover them.
     pub fallback_paths_only: bool,
+    /// Attach programs that return at once: what the hooks alone cost, for
+    /// the benchmark. Nothing is recorded.
+    pub empty_programs: bool,
 }
 
 /// A cgroup v2 that callers must be in or below.
@@ -80,6 +83,7 @@ impl Default for TracerConfig {
             cgroup: None,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             fallback_paths_only: false,
+            empty_programs: false,
         }
     }
 }
@@ -287,6 +291,8 @@ impl Tracer {
             io_uring: io_uring
                 .as_ref()
                 .map_or(IoUringOffsets::UNKNOWN, |found| found.offsets),
+            empty_programs: u32::from(config.empty_programs),
+            reserved: 0,
         };
 
         let mut ebpf = EbpfLoader::new()
