@@ -50,6 +50,11 @@ pub struct Config {
     /// Unread bytes in the DNS ring buffer above which a DNS record wakes
     /// the daemon (as `wakeup_bytes` for the connect records).
     pub dns_wakeup_bytes: u64,
+    /// 1 to make every program return at once: the benchmark's measure of
+    /// what the hooks themselves cost (`run --empty-programs`).
+    pub empty_programs: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
 }
 
 /// Byte offsets of the fields the io_uring programs read, from tracefs.
@@ -287,7 +292,9 @@ impl Config {
         io_uring: IoUringOffsets::UNKNOWN,
         dns_extra_port: 0,
         dns_wakeup_bytes: 0,
+        empty_programs: 0,
+        reserved: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 192);
+const _: () = assert!(core::mem::size_of::<Config>() == 200);

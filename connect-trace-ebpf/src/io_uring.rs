@@ -45,6 +45,9 @@ const REQ_F_FIXED_FILE: u8 = 1;
 /// older kernels, such as 6.1).
 #[tracepoint(category = "io_uring", name = "io_uring_submit_req")]
 pub fn io_uring_submit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let _ = on_submit(&ctx);
     0
 }
@@ -52,6 +55,9 @@ pub fn io_uring_submit(ctx: TracePointContext) -> u32 {
 /// Attached to `io_uring/io_uring_complete`.
 #[tracepoint(category = "io_uring", name = "io_uring_complete")]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let _ = on_complete(&ctx);
     0
 }

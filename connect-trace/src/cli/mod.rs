@@ -6,3 +6,4 @@ pub mod explain;
 pub mod notify;
 pub mod otlp;
 pub mod run;
+pub mod top;

@@ -21,6 +21,7 @@ use connect_trace::{
         CgroupFilter, DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer,
         TracerConfig, dns::DnsSettings, privileges, program_stats::ProgramStats,
     },
+    live::{Live, LiveConfig},
     pipeline::{
         Pipeline, PipelineConfig, identify::Identity, names::DestinationNames, reader::EventReader,
     },
@@ -149,6 +150,10 @@ pub struct RunArgs {
     /// OpenTelemetry export (`--otlp-*`).
     #[command(flatten)]
     otlp: super::otlp::OtlpArgs,
+    /// For the benchmark: attach programs that return at once, to measure
+    /// what the hooks alone cost. Nothing is traced.
+    #[arg(long, hide = true)]
+    empty_programs: bool,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -165,11 +170,11 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// How often newly lost records are reported on stderr and unresolved
 /// attempts checked against the timeout.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the kernel's table of followed handshakes is swept for
 /// entries whose end it never saw.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs until SIGINT or SIGTERM, or until the output goes away.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -199,7 +204,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ),
         None => None,
     };
-    let filter = workload_filter(&args)?;
+    let filter = workload_filter(&args.workloads())?;
     let dns = dns_settings(&args)?;
     let otlp = args.otlp.settings(args.node_name.as_deref())?;
     let mut tracer = Tracer::load(&TracerConfig {
@@ -208,6 +213,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ring_buffer_bytes: args.ring_buffer_size,
         cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
         dns,
+        empty_programs: args.empty_programs,
         ..TracerConfig::default()
     })
     .map_err(|error| match error {
@@ -229,12 +235,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .context("watching the DNS ring buffer")?;
     }
     let kernel = tracer.stats();
-    let counts = LedgerCounts {
+    let counts = Arc::new(LedgerCounts {
         ledger: Arc::clone(&ledger),
         kernel: Arc::clone(&kernel),
-    };
+    });
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
-    let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
+    let metrics = Arc::new(Metrics::new(Arc::clone(&counts) as _, node.as_deref())?);
     metrics.watch_dns(names.stats())?;
     if args.bpf_stats {
         // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
@@ -243,17 +249,27 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let health = Arc::new(Health::default());
     health.watch_output(output.progress());
+    // `/live` (what `top --from` shows) is served next to the metrics.
+    let live = listener.as_ref().map(|_| {
+        Live::new(&LiveConfig {
+            node: node.clone(),
+            ..LiveConfig::default()
+        })
+        .with_counts(counts)
+    });
     let server = listener.map(|listener| {
         tokio::spawn(http::serve(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&health),
+            live.clone(),
         ))
     });
     let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(JsonLinesSink::new(output, !args.summary_only, node)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
+    sinks.extend(live.map(|live| Box::new(live.sink()) as Box<dyn Sink>));
     let config = PipelineConfig {
         resolver: ResolverConfig {
             timeout: Duration::from_secs(args.resolve_timeout),
@@ -267,7 +283,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(otlp) = otlp {
         super::otlp::start(otlp, &ledger, &metrics, &mut sinks)?;
     }
-    let identity = start_identity(&args, filter, &metrics)?;
+    let identity = start_identity(&args.workloads(), filter, Some(&metrics))?;
     let mut pipeline = Pipeline::new(
         config,
         Arc::clone(&kernel),
@@ -332,7 +348,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 /// Everything that needs privileges is done (programs attached, maps and
 /// sockets open): drops the capabilities, before any thread of ours
 /// starts, since threads inherit them.
-fn drop_capabilities() {
+pub(super) fn drop_capabilities() {
     match privileges::drop_after_attach() {
         Ok(kept) if kept.is_empty() => tracing::debug!("dropped every capability"),
         Ok(kept) => tracing::debug!("dropped every capability but {kept:?}"),
@@ -340,13 +356,36 @@ fn drop_capabilities() {
     }
 }
 
+/// The options that name workloads and pick among them; `top` has them too.
+pub(super) struct WorkloadOptions<'a> {
+    pub container: Option<&'a str>,
+    pub pod: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub no_workloads: bool,
+    pub docker_socket: &'a std::path::Path,
+    pub containerd_socket: Option<&'a std::path::Path>,
+}
+
+impl RunArgs {
+    fn workloads(&self) -> WorkloadOptions<'_> {
+        WorkloadOptions {
+            container: self.container.as_deref(),
+            pod: self.pod.as_deref(),
+            namespace: self.namespace.as_deref(),
+            no_workloads: self.no_workloads,
+            docker_socket: &self.docker_socket,
+            containerd_socket: self.containerd_socket.as_deref(),
+        }
+    }
+}
+
 /// The daemon-side workload filter of `--container`, `--pod` and
 /// `--namespace` (`--cgroup` runs in the kernel).
-fn workload_filter(args: &RunArgs) -> Result<Option<WorkloadFilter>> {
+pub(super) fn workload_filter(args: &WorkloadOptions<'_>) -> Result<Option<WorkloadFilter>> {
     let given = [
-        args.container.as_deref().map(WorkloadFilter::container),
-        args.pod.as_deref().map(WorkloadFilter::pod),
-        args.namespace.as_deref().map(WorkloadFilter::namespace),
+        args.container.map(WorkloadFilter::container),
+        args.pod.map(WorkloadFilter::pod),
+        args.namespace.map(WorkloadFilter::namespace),
     ];
     let mut filters = given.into_iter().flatten();
     let filter = filters.next().transpose()?;
@@ -415,7 +454,7 @@ fn destination_names(tracer: &mut Tracer, args: &RunArgs) -> DestinationNames {
 }
 
 /// `--cgroup PATH` as the kernel tests it: the cgroup's id and depth.
-fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
+pub(super) fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -435,20 +474,21 @@ fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
     }))
 }
 
-/// Starts naming workloads, unless `--no-workloads`; exports its counters.
-fn start_identity(
-    args: &RunArgs,
+/// Starts naming workloads, unless `--no-workloads`; exports its counters
+/// with `metrics`.
+pub(super) fn start_identity(
+    args: &WorkloadOptions<'_>,
     filter: Option<WorkloadFilter>,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
 ) -> Result<Option<Identity>> {
     if args.no_workloads {
         return Ok(None);
     }
     let lookups = LookupConfig {
-        docker_socket: Some(args.docker_socket.clone()),
-        containerd_sockets: args.containerd_socket.clone().map_or_else(
+        docker_socket: Some(args.docker_socket.to_owned()),
+        containerd_sockets: args.containerd_socket.map_or_else(
             || LookupConfig::default().containerd_sockets,
-            |socket| vec![socket],
+            |socket| vec![socket.to_owned()],
         ),
         ..LookupConfig::default()
     };
@@ -463,7 +503,9 @@ fn start_identity(
             return Ok(None);
         }
     };
-    metrics.watch_workloads(workloads.counters())?;
+    if let Some(metrics) = metrics {
+        metrics.watch_workloads(workloads.counters())?;
+    }
     Ok(Some(Identity::new(workloads, filter)))
 }
 

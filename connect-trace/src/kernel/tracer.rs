@@ -65,6 +65,9 @@ pub struct TracerConfig {
     /// Capture DNS answers to name destinations (`server_name`); `None`
     /// attaches nothing, and no packet pays anything.
     pub dns: Option<DnsSettings>,
+    /// Attach programs that return at once: what the hooks alone cost, for
+    /// the benchmark. Nothing is recorded.
+    pub empty_programs: bool,
 }
 
 /// A cgroup v2 that callers must be in or below.
@@ -85,6 +88,7 @@ impl Default for TracerConfig {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             fallback_paths_only: false,
             dns: None,
+            empty_programs: false,
         }
     }
 }
@@ -301,6 +305,8 @@ impl Tracer {
                 .map_or(IoUringOffsets::UNKNOWN, |found| found.offsets),
             dns_extra_port: DnsSettings::extra_port(config.dns.as_ref()),
             dns_wakeup_bytes: u64::from(DnsSettings::ring_bytes(config.dns.as_ref()) / 4),
+            empty_programs: u32::from(config.empty_programs),
+            reserved: 0,
         };
 
         let mut ebpf = EbpfLoader::new()
