@@ -106,6 +106,38 @@ fn java_jndi_name() {
 }
 
 #[test]
+fn live_destinations_carry_the_name() {
+    use std::io::{Read as _, Write as _};
+
+    let port = common::free_port();
+    let daemon = dns_support::daemon(&["--metrics", &port.to_string()]);
+    let net = TestNet::start(
+        Zone::new().a("live.example.test", "10.77.0.14", 300),
+        &["10.77.0.14/32"],
+    );
+    let (addr, _) = connected(&python_client(&net, "live.example.test", "4", 0.0, false));
+    assert_eq!(addr, ip("10.77.0.14"));
+    assert_eq!(
+        server_name_to(&daemon, net.inode, "10.77.0.14"),
+        "live.example.test"
+    );
+    // The record is out, so the live aggregates have the attempt too.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET /live HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    let live: Value = serde_json::from_str(body).unwrap();
+    let row = live["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == "10.77.0.14:9")
+        .unwrap_or_else(|| panic!("no row for 10.77.0.14:9 in {live}"));
+    assert_eq!(row["server_name"], "live.example.test", "{row}");
+}
+
+#[test]
 fn musl_name() {
     let dir = std::env::temp_dir().join(format!("connect-trace-dns-musl-{}", std::process::id()));
     let program = build_musl_client(&dir);

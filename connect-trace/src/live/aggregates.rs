@@ -124,8 +124,10 @@ impl LiveAggregates {
                 (Box::from(identity), about)
             },
             |destination| {
-                if destination.server_name.is_none()
-                    && let Some(name) = server
+                // The latest name, as in the summaries: two names for one
+                // address show the one most recently answered.
+                if let Some(name) = server
+                    && destination.server_name.as_deref() != Some(name)
                 {
                     destination.server_name = Some(Arc::from(name));
                 }
@@ -313,10 +315,13 @@ impl LiveAggregates {
     }
 }
 
-/// The server name the attempt was made for. Always `None` until the
-/// attempt report carries one (issue #14); this is the one place to read it.
-fn server_name(_report: &AttemptReport) -> Option<&str> {
-    None
+/// The server name the attempt was made for: the record's `server_name`
+/// (docs/dns-names.md), `None` when no answer was seen.
+fn server_name(report: &AttemptReport) -> Option<&str> {
+    report
+        .server_name
+        .as_ref()
+        .map(crate::dns::ServerName::as_str)
 }
 
 /// Keeps the newest workload of a key, whose names may have been learned
@@ -485,6 +490,25 @@ mod tests {
             ..LiveConfig::default()
         };
         LiveAggregates::new(&config, 1000)
+    }
+
+    #[test]
+    fn a_destination_shows_the_latest_name_it_was_reached_by() {
+        let mut live = aggregates(10);
+        let named = |name: &str| AttemptReport {
+            server_name: crate::dns::ServerName::from_text(name),
+            ..report(7, b"app", REFUSED)
+        };
+        live.record(&report(7, b"app", REFUSED), 1000);
+        live.record(&named("old.example.test"), 1000);
+        live.record(&named("new.example.test"), 1001);
+        // An attempt without a name (no answer seen) keeps the last one.
+        live.record(&report(7, b"app", REFUSED), 1002);
+        let snapshot = live.snapshot(1003, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            snapshot.destinations[0].server_name.as_deref(),
+            Some("new.example.test")
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@ use anyhow::{Context as _, Result};
 use connect_trace::{
     clock::WallClock,
     delivery::Ledger,
+    dns::CacheConfig,
     export::{Sink, prometheus::LedgerCounts},
-    kernel::{Tracer, TracerConfig},
+    kernel::{Tracer, TracerConfig, dns::DnsSettings},
     live::{Live, LiveConfig},
-    pipeline::{Pipeline, PipelineConfig, reader::EventReader},
+    pipeline::{Pipeline, PipelineConfig, names::DestinationNames, reader::EventReader},
     resolve::{DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
 };
 
@@ -41,10 +42,21 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
         pid: args.pid,
         failures_only: args.failures_only,
         cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
+        dns: (!args.no_dns).then(DnsSettings::default),
         ..TracerConfig::default()
     })?;
     let mut reader = EventReader::new(tracer.take_events()?, POLL_INTERVAL)
         .context("watching the ring buffer")?;
+    // Destination names, as `run` gives them (docs/dns-names.md).
+    if let Some(problem) = tracer.dns_problem() {
+        tracing::warn!("DNS names are off ({problem}); --no-dns silences this");
+    }
+    let names = DestinationNames::new(tracer.take_dns(), CacheConfig::default());
+    if let Some(fd) = names.wakeup_fd() {
+        reader
+            .also_wake_on(fd.context("watching the DNS ring buffer")?)
+            .context("watching the DNS ring buffer")?;
+    }
     let kernel = tracer.stats();
     let ledger = Arc::new(Ledger::default());
     let live = Live::new(&LiveConfig::default()).with_counts(Arc::new(LedgerCounts {
@@ -67,6 +79,7 @@ pub async fn run(args: &TopArgs, logs: &Logs) -> Result<()> {
         sinks,
         identity,
     );
+    pipeline.name_destinations(names);
     if let Some(problem) = tracer.io_uring_problem() {
         tracing::warn!(
             "io_uring connect requests are seen only by their TCP handshakes ({problem})"

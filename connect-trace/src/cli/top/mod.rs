@@ -45,7 +45,7 @@ pub struct TopArgs {
     /// view ends when the daemon has not answered for 5 s.
     #[arg(long, value_name = "URL", conflicts_with_all = [
         "pid", "failures_only", "cgroup", "container", "pod", "namespace",
-        "no_workloads", "docker_socket", "containerd_socket",
+        "no_workloads", "docker_socket", "containerd_socket", "no_dns",
     ])]
     from: Option<String>,
     /// Trace only this process id (all its threads); filtered in the kernel.
@@ -77,6 +77,10 @@ pub struct TopArgs {
     /// default the first of the usual ones that exists).
     #[arg(long, value_name = "PATH")]
     containerd_socket: Option<PathBuf>,
+    /// Do not name destinations by the DNS answers their callers received
+    /// (as `run --no-dns`: no packet program is attached).
+    #[arg(long)]
+    no_dns: bool,
 }
 
 impl TopArgs {
