@@ -110,7 +110,9 @@ fn live_destinations_carry_the_name() {
     use std::io::{Read as _, Write as _};
 
     let port = common::free_port();
-    let daemon = dns_support::daemon(&["--metrics", &port.to_string()]);
+    let port_text = port.to_string();
+    let args = ["--no-workloads", "--interval", "1", "--metrics", &port_text];
+    let daemon = common::daemon::Daemon::start(&args);
     let net = TestNet::start(
         Zone::new().a("live.example.test", "10.77.0.14", 300),
         &["10.77.0.14/32"],
@@ -135,6 +137,32 @@ fn live_destinations_carry_the_name() {
         .find(|row| row["key"] == "10.77.0.14:9")
         .unwrap_or_else(|| panic!("no row for 10.77.0.14:9 in {live}"));
     assert_eq!(row["server_name"], "live.example.test", "{row}");
+    // Summaries (and the metrics made from them) count the failing
+    // destination by its name.
+    let lines = daemon.stdout.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|error| panic!("no summary names live.example.test:9: {error}"));
+        let Ok(summary) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if summary["type"] != "summary" {
+            continue;
+        }
+        let named = summary["top"]["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["key"] == "live.example.test:9");
+        if let Some(entry) = named {
+            assert_eq!(entry["server_name"], "live.example.test", "{entry}");
+            assert_eq!(entry["failures"], 1, "{entry}");
+            break;
+        }
+    }
 }
 
 #[test]

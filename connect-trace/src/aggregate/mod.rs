@@ -343,7 +343,7 @@ impl Aggregator {
 
         let attempt = &resolved.attempt;
         self.scratch.clear();
-        destination_key(&mut self.scratch, attempt);
+        named_destination_key(&mut self.scratch, attempt, report.server_name.as_ref());
         interval
             .destinations
             .record(self.scratch.as_str(), failed, str::to_owned);
@@ -575,6 +575,24 @@ fn other<K: std::hash::Hash + Ord + Clone>(top: &TopK<K>) -> Other {
     }
 }
 
+/// Writes the key summaries and metrics count a destination under: the
+/// DNS name and port (`name:port`) when the attempt was named, so that a
+/// name's addresses add up to one destination, else [`destination_key`].
+pub fn named_destination_key(
+    out: &mut String,
+    attempt: &ConnectAttempt,
+    server_name: Option<&ServerName>,
+) {
+    let destination = attempt.destination();
+    match (server_name, destination.address) {
+        (Some(name), Address::V4(_) | Address::V6(_)) => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{}:{}", name.as_str(), destination.port.unwrap_or(0));
+        }
+        _ => destination_key(out, attempt),
+    }
+}
+
 /// Writes the destination of `attempt` as a key: `1.2.3.4:80`, `[::1]:80`,
 /// a unix path or `@name`, `unspec`, `family:N`, or `unknown`.
 pub fn destination_key(out: &mut String, attempt: &ConnectAttempt) {
@@ -689,25 +707,30 @@ mod tests {
     }
 
     #[test]
-    fn destinations_carry_their_latest_name() {
+    fn named_destinations_are_counted_by_name_and_port() {
         let start = SystemTime::UNIX_EPOCH;
         let mut aggregator = Aggregator::new(16, start);
         let refused = Outcome::Failed(Some(libc::ECONNREFUSED));
-        let named = |name: &str| AttemptReport {
+        let named = |name: &str, port: u16| AttemptReport {
             server_name: crate::dns::ServerName::from_text(name),
-            ..resolved(443, b"curl", refused, false)
+            ..resolved(port, b"curl", refused, false)
         };
-        aggregator.record(&named("old.example.test"), 1);
+        // The same address under two names, and unnamed: three keys.
+        aggregator.record(&named("api.example.test", 443), 1);
+        aggregator.record(&named("api.example.test", 443), 1);
+        aggregator.record(&named("api.example.test", 443), 1);
+        aggregator.record(&named("other.example.test", 443), 1);
+        aggregator.record(&named("other.example.test", 443), 1);
         aggregator.record(&resolved(443, b"curl", refused, false), 1);
-        aggregator.record(&named("new.example.test"), 1);
-        aggregator.record(&resolved(80, b"curl", refused, false), 1);
         let summary = aggregator.summarize(start, 1, 5, Delivery::default());
         let json = serde_json::to_value(&summary.top).unwrap();
         let destinations = json["destinations"].as_array().unwrap();
-        assert_eq!(destinations[0]["key"], "127.0.0.1:443");
-        assert_eq!(destinations[0]["server_name"], "new.example.test");
-        assert_eq!(destinations[1]["key"], "127.0.0.1:80");
-        assert_eq!(destinations[1]["server_name"], serde_json::Value::Null);
+        assert_eq!(destinations[0]["key"], "api.example.test:443");
+        assert_eq!(destinations[0]["failures"], 3);
+        assert_eq!(destinations[0]["server_name"], "api.example.test");
+        assert_eq!(destinations[1]["key"], "other.example.test:443");
+        assert_eq!(destinations[2]["key"], "127.0.0.1:443");
+        assert_eq!(destinations[2]["server_name"], serde_json::Value::Null);
         assert!(json["processes"][0].get("server_name").is_none());
     }
 
