@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod json;
+mod json_text;
 pub mod jsonl;
 pub mod output;
 pub mod program_stats;
