@@ -151,6 +151,12 @@ impl Drop for FakeTracefs {
     }
 }
 
+/// The running kernel's major version, from its release string.
+fn kernel_major() -> u32 {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    release.split('.').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn passes_on_this_host() {
     require_root();
@@ -169,10 +175,13 @@ fn passes_on_this_host() {
     for name in REQUIRED {
         assert_eq!(status_of(&lines, name).0, "ok", "{}", describe(&output));
     }
-    // This kernel (6.18) has what io_uring requests are traced with.
+    // Linux 6.0 and later have what io_uring requests are traced with
+    // (this host runs 6.18); older kernels in the kernel matrix warn, and
+    // the attach trial still runs.
+    let expected = if kernel_major() >= 6 { "ok" } else { "warn" };
     assert_eq!(
         status_of(&lines, "io_uring").0,
-        "ok",
+        expected,
         "{}",
         describe(&output)
     );

@@ -261,7 +261,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = terminate.recv() => break,
             _ = hangup.recv() => pipeline.reopen()?,
             _ = housekeeping.tick() => {
-                reported = report_new_losses(&kernel, reported)?;
+                reported = report_new_losses(&kernel, reported);
                 pipeline.expire()?;
             }
             _ = summary_tick.tick(), if summaries => pipeline.summarize()?,
@@ -428,9 +428,18 @@ fn announce(tracer: &Tracer, args: &RunArgs, pipeline: &mut Pipeline) -> Result<
     Ok(())
 }
 
-/// Logs records lost since `before`; returns the counters now.
-fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<KernelCounters> {
-    let now = kernel.counters().context("reading kernel counters")?;
+/// Logs records lost since `before`; returns the counters now, or
+/// `before` when they cannot be read (at the descriptor limit, say: the
+/// next tick tries again, and the counts themselves are kept in the
+/// kernel).
+fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> KernelCounters {
+    let now = match kernel.counters() {
+        Ok(now) => now,
+        Err(error) => {
+            tracing::warn!("reading the kernel's counters failed: {error}");
+            return before;
+        }
+    };
     let lost = (now.ringbuf_full + now.outcome_ringbuf_full)
         .saturating_sub(before.ringbuf_full + before.outcome_ringbuf_full);
     if lost > 0 {
@@ -440,5 +449,5 @@ fn report_new_losses(kernel: &KernelStats, before: KernelCounters) -> Result<Ker
             now.outcome_ringbuf_full,
         );
     }
-    Ok(now)
+    now
 }

@@ -23,7 +23,7 @@ use std::{
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{clock::WallClock, delivery::Ledger, kernel::privileges};
@@ -105,6 +105,10 @@ pub struct Output {
     /// Batches not queued because the writer was too far behind, until one
     /// is queued again: to log a stall once, not per batch.
     behind: u64,
+    /// When the wait for the writer to finish ends: set by the first of
+    /// [`Output::settle`] and [`Output::close`], so that the two together
+    /// wait no longer than [`Limits::close_timeout`].
+    give_up_at: Option<Instant>,
 }
 
 /// Where the writer thread writes.
@@ -175,6 +179,7 @@ impl Output {
             writer,
             finished,
             behind: 0,
+            give_up_at: None,
         }
     }
 
@@ -277,13 +282,11 @@ impl Output {
         if self.flush().is_err() {
             return;
         }
-        let deadline = std::time::Instant::now() + self.limits.close_timeout;
-        while self.progress.queued_lines.load(Ordering::Relaxed) > 0
-            && std::time::Instant::now() < deadline
-        {
+        let deadline = self.give_up_at();
+        while self.progress.queued_lines.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             // The writer thread signals only when it finishes for good;
             // a short sleep is the simplest bounded wait.
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -306,7 +309,8 @@ impl Output {
     pub fn close(&mut self) -> bool {
         let _ = self.flush();
         self.queue = None;
-        let finished = match self.finished.recv_timeout(self.limits.close_timeout) {
+        let left = self.give_up_at().saturating_duration_since(Instant::now());
+        let finished = match self.finished.recv_timeout(left) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
@@ -324,6 +328,13 @@ impl Output {
             );
         }
         finished
+    }
+
+    /// When waiting for the writer ends (the first call starts the clock).
+    fn give_up_at(&mut self) -> Instant {
+        *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + self.limits.close_timeout)
     }
 
     /// The output, as a person would name it.

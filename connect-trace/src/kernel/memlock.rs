@@ -9,7 +9,7 @@
 //! [`raise_for_bpf`] first, so they cannot disagree about it.
 //!
 //! ```no_run
-//! use connect_trace::memlock::{self, Memlock};
+//! use connect_trace::kernel::memlock::{self, Memlock};
 //!
 //! if let Memlock::Stuck { limit, error } = memlock::raise_for_bpf() {
 //!     eprintln!("BPF maps are limited to {limit} bytes: {error}");
