@@ -521,8 +521,8 @@ pub fn destination_key(out: &mut String, attempt: &ConnectAttempt) {
     let port = destination.port.unwrap_or(0);
     // Writing to a String cannot fail.
     let _ = match (destination.family, destination.address) {
-        // The common keys are written without `core::fmt`, which took
-        // about 60 ns of the aggregator's time per event.
+        // The common keys are written without `core::fmt`: part of the
+        // 130 ns per event saved with the top-K change (see `TopK::order`).
         (_, Address::V4(ip)) => {
             let mut number = itoa::Buffer::new();
             let [a, b, c, d] = ip.octets();

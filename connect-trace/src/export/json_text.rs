@@ -5,9 +5,11 @@
 //! serde_json reaches the same bytes through its `Serializer`: a call per
 //! key, the key itself escaped byte by byte, a capacity check per piece.
 //! Writing the record's constant text (keys, commas, quotes) as whole
-//! slices and its numbers with `itoa` took the line from about 1,100 ns to
-//! about 150 ns (`examples/pipeline_cost.rs`, `unix` records, on the
-//! 2-core bench machine); the tests hold it to serde_json's output.
+//! slices and its numbers with `itoa` took the JSON Lines stage of the
+//! daemon's thread from 1,300 to 1,800 ns per event to 730 to 810 ns
+//! (`examples/pipeline_cost.rs unix`, alternating runs on the busy 2-core
+//! bench machine, buffer reuse in `output` included); the tests hold it
+//! to serde_json's output.
 
 /// Appends `text` as a JSON string, quotes included, escaped as serde_json
 /// escapes it: `"` and `\` with a backslash, the control characters
