@@ -101,7 +101,9 @@ const SPARE_BATCHES: usize = 2;
 /// buffer that starts smaller grows it five times (a copy each) to
 /// [`BATCH_BYTES`], and a new buffer of that size is fresh memory that
 /// faults in page by page; reusing the writer's emptied buffers at full
-/// size avoids both.
+/// size avoids both. Saved about 100 ns per event of the daemon's thread
+/// (`examples/pipeline_cost.rs unix --only json`: 920 to 1,010 ns before,
+/// 720 to 900 ns after, three alternating runs on the busy bench machine).
 fn new_batch() -> Batch {
     (Vec::with_capacity(BATCH_BYTES + 64 * 1024), Vec::new())
 }
