@@ -343,10 +343,11 @@ impl Aggregator {
         self.scratch.clear();
         self.scratch
             .push_str(&String::from_utf8_lossy(attempt.comm()));
-        interval
+        // The answer saves a second lookup of the comm.
+        if interval
             .processes
-            .record(self.scratch.as_str(), failed, str::to_owned);
-        if interval.processes.get(self.scratch.as_str()).is_some() {
+            .record(self.scratch.as_str(), failed, str::to_owned)
+        {
             match interval.pids.get_mut(self.scratch.as_str()) {
                 Some(pid) => *pid = attempt.pid(),
                 None => {

@@ -64,10 +64,10 @@ impl<K: Hash + Ord + Clone> TopK<K> {
         }
     }
 
-    /// Counts one attempt of `key`. `make_key` builds the owned key, only
-    /// when the key must be admitted, so that looking up a kept key costs
-    /// no allocation.
-    pub fn record<Q>(&mut self, key: &Q, failed: bool, make_key: impl FnOnce(&Q) -> K)
+    /// Counts one attempt of `key`, and says whether the key is kept now.
+    /// `make_key` builds the owned key, only when the key must be
+    /// admitted, so that looking up a kept key costs no allocation.
+    pub fn record<Q>(&mut self, key: &Q, failed: bool, make_key: impl FnOnce(&Q) -> K) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -79,10 +79,10 @@ impl<K: Hash + Ord + Clone> TopK<K> {
         if let Some((counts, _)) = self.counts.get_mut(key) {
             counts.attempts += 1;
             counts.failures += u64::from(failed);
-            return;
+            return true;
         }
         if !failed {
-            return;
+            return false;
         }
         let mut counts = Counts {
             failures: 1,
@@ -102,6 +102,7 @@ impl<K: Hash + Ord + Clone> TopK<K> {
         self.order
             .insert((counts.failures, self.sequence), owned.clone());
         self.counts.insert(owned, (counts, self.sequence));
+        true
     }
 
     /// Takes out of `order` the kept key with the fewest failures (the
@@ -197,7 +198,8 @@ mod tests {
     use super::*;
 
     fn record(top: &mut TopK<String>, key: &str, failed: bool) {
-        top.record(key, failed, str::to_owned);
+        let kept = top.record(key, failed, str::to_owned);
+        assert_eq!(kept, top.get(key).is_some());
     }
 
     #[test]
