@@ -43,6 +43,11 @@ pub struct Config {
     pub kernel: KernelOffsets,
     /// Where the io_uring tracepoints' fields are, from tracefs.
     pub io_uring: IoUringOffsets,
+    /// 1 to make every program return at once: the benchmark's measure of
+    /// what the hooks themselves cost (`run --empty-programs`).
+    pub empty_programs: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
 }
 
 /// Byte offsets of the fields the io_uring programs read, from tracefs.
@@ -264,7 +269,9 @@ impl Config {
         tracepoints: TracepointOffsets::USUAL,
         kernel: KernelOffsets::UNKNOWN,
         io_uring: IoUringOffsets::UNKNOWN,
+        empty_programs: 0,
+        reserved: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 176);
+const _: () = assert!(core::mem::size_of::<Config>() == 184);

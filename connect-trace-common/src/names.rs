@@ -38,7 +38,8 @@ pub mod program {
     /// handshake ends.
     pub const HANDSHAKE_END: &str = "handshake_end";
     /// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe`
-    /// before Linux 5.19): connect requests as they are submitted.
+    /// on older kernels, such as 6.1): connect requests as they are
+    /// submitted.
     pub const IO_URING_SUBMIT: &str = "io_uring_submit";
     /// Attached to `io_uring/io_uring_complete`: their results.
     pub const IO_URING_COMPLETE: &str = "io_uring_complete";

@@ -25,6 +25,13 @@ macro_rules! config {
 }
 pub(crate) use config;
 
+/// Whether the programs must do nothing (the benchmark's floor); the
+/// verifier drops everything after a `true`.
+#[inline(always)]
+pub fn empty() -> bool {
+    config!(empty_programs) != 0
+}
+
 /// Reads a tracepoint field. On kernels whose record layout is the usual
 /// one this is a plain load from the context at the constant offset
 /// `USUAL` (the verifier only allows constant offsets there); otherwise a

@@ -30,6 +30,9 @@ use crate::{
 /// raw one is not available.
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let _ = follow_handshake(&ctx);
     0
 }
@@ -64,6 +67,9 @@ fn follow_handshake(ctx: &TracePointContext) -> Result<(), i64> {
 /// or a task's own call, so neither program can be interrupted by itself.
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn handshake_start(ctx: RawTracePointContext) -> i32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let old: u64 = ctx.arg(1);
     let new: u64 = ctx.arg(2);
     if old as u32 == tcp_state::CLOSE && new as u32 == tcp_state::SYN_SENT {
@@ -75,6 +81,9 @@ pub fn handshake_start(ctx: RawTracePointContext) -> i32 {
 /// The other half: a handshake's end (see [`handshake_start`]).
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn handshake_end(ctx: RawTracePointContext) -> i32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let old: u64 = ctx.arg(1);
     let new = ctx.arg::<u64>(2) as u32;
     if old as u32 == tcp_state::SYN_SENT

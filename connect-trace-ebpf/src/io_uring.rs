@@ -41,10 +41,13 @@ const IORING_OP_CONNECT: u8 = 16;
 /// registered files, not the process's descriptor table.
 const REQ_F_FIXED_FILE: u8 = 1;
 
-/// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe`
-/// before Linux 5.19).
+/// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe` on
+/// older kernels, such as 6.1).
 #[tracepoint(category = "io_uring", name = "io_uring_submit_req")]
 pub fn io_uring_submit(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let _ = on_submit(&ctx);
     0
 }
@@ -52,6 +55,9 @@ pub fn io_uring_submit(ctx: TracePointContext) -> u32 {
 /// Attached to `io_uring/io_uring_complete`.
 #[tracepoint(category = "io_uring", name = "io_uring_complete")]
 pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let _ = on_complete(&ctx);
     0
 }

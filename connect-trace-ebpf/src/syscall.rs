@@ -23,6 +23,9 @@ use crate::{
 /// Attached to `syscalls/sys_enter_connect`.
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if traced(pid_tgid) {
         let _ = save_in_flight(&ctx, pid_tgid);
@@ -61,6 +64,9 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
 /// Attached to `syscalls/sys_exit_connect`.
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    if crate::config::empty() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if traced(pid_tgid) {
         let _ = report_call(&ctx, pid_tgid);

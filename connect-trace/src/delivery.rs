@@ -60,6 +60,12 @@ pub struct Delivery {
     /// running on that CPU: each a call's start or end, or a handshake's
     /// start or end, not seen.
     pub events_missed: u64,
+    /// Log records (one per attempt) the OTLP endpoint accepted.
+    pub otlp_exported: u64,
+    /// Log records never delivered over OTLP: no room in its queue, given
+    /// up after retries, refused by the endpoint, or still queued when the
+    /// daemon stopped.
+    pub otlp_dropped: u64,
 }
 
 /// The daemon-side counts, shared with whoever reports them.
@@ -74,6 +80,8 @@ pub struct Ledger {
     unresolved_capacity: AtomicU64,
     outcomes_unmatched: AtomicU64,
     handshakes_expired: AtomicU64,
+    otlp_exported: AtomicU64,
+    otlp_dropped: AtomicU64,
     /// Attempts the workload filter left out, counted where it runs.
     filtered: std::sync::OnceLock<std::sync::Arc<AtomicU64>>,
 }
@@ -120,6 +128,16 @@ impl Ledger {
             .fetch_add(expired, Ordering::Relaxed);
     }
 
+    /// Adds log records the OTLP endpoint accepted.
+    pub fn otlp_exported(&self, records: u64) {
+        self.otlp_exported.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Adds log records that will never reach the OTLP endpoint.
+    pub fn otlp_dropped(&self, records: u64) {
+        self.otlp_dropped.fetch_add(records, Ordering::Relaxed);
+    }
+
     /// The daemon's own counts, with the kernel's left at zero.
     pub fn daemon_counts(&self) -> Delivery {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
@@ -134,6 +152,8 @@ impl Ledger {
             outcomes_unmatched: load(&self.outcomes_unmatched),
             handshakes_expired: load(&self.handshakes_expired),
             records_filtered: self.filtered.get().map_or(0, |filtered| load(filtered)),
+            otlp_exported: load(&self.otlp_exported),
+            otlp_dropped: load(&self.otlp_dropped),
             ..Delivery::default()
         }
     }
@@ -180,6 +200,8 @@ impl Delivery {
             handshakes_expired,
             records_filtered,
             events_missed,
+            otlp_exported,
+            otlp_dropped,
         } = self;
         format!(
             "{attempts_counted} calls counted in the kernel, {records_delivered} records delivered, \
@@ -191,7 +213,8 @@ impl Delivery {
              {status_checks_unmatched} status-check entries displaced, \
              {handshakes_expired} handshakes whose end the kernel never saw, \
              {records_filtered} left out by workload filters, \
-             {events_missed} program runs the kernel skipped"
+             {events_missed} program runs the kernel skipped, \
+             {otlp_exported} exported over OTLP, {otlp_dropped} not exported over OTLP (dropped)"
         )
     }
 }

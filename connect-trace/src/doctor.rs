@@ -695,12 +695,12 @@ fn check_io_uring(tracefs: Option<&Tracefs>) -> Check {
     let Some(tracefs) = tracefs else {
         return Check::skip(IO_URING, "not checked: no tracefs to read it from");
     };
-    match requirements::io_uring_offsets(tracefs) {
-        Ok(_) => Check::ok(
+    match requirements::io_uring_tracepoints(tracefs) {
+        Ok(found) => Check::ok(
             IO_URING,
             format!(
                 "connect requests traced through tracepoints {} and {}",
-                requirements::IO_URING_SUBMIT.name,
+                found.submit.name,
                 requirements::IO_URING_COMPLETE.name
             ),
         ),
@@ -967,6 +967,48 @@ mod tests {
             checks[2].detail,
             "fields skaddr@8 oldstate@16 newstate@20 protocol@30"
         );
+    }
+
+    #[test]
+    fn io_uring_is_traced_under_the_submission_tracepoints_earlier_name() {
+        let dir = TempDir::new("io_uring_sqe");
+        complete_tracefs(&dir.0);
+        let request = [
+            ("void * ctx", 8),
+            ("void * req", 16),
+            ("u8 opcode", 32),
+            ("u32 flags", 36),
+        ];
+        write_format(&dir.0, "io_uring", "io_uring_submit_sqe", &request);
+        let check = check_io_uring(Some(&Tracefs::at(&dir.0)));
+        // Without the completion: a warning that names it.
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check.detail.contains("io_uring_complete"), "{check:?}");
+        write_format(
+            &dir.0,
+            "io_uring",
+            "io_uring_complete",
+            &[("void * req", 16), ("int res", 32)],
+        );
+        let check = check_io_uring(Some(&Tracefs::at(&dir.0)));
+        assert_eq!(check.status, Status::Ok, "{check:?}");
+        assert_eq!(
+            check.detail,
+            "connect requests traced through tracepoints io_uring_submit_sqe and io_uring_complete"
+        );
+        // Both names: the current one is used.
+        write_format(&dir.0, "io_uring", "io_uring_submit_req", &request);
+        let found = requirements::io_uring_tracepoints(&Tracefs::at(&dir.0)).unwrap();
+        assert_eq!(found.submit.name, "io_uring_submit_req");
+        assert_eq!(found.offsets.submit_req, 16);
+        assert_eq!(found.offsets.complete_res, 32);
+        // Before Linux 5.18 the submission had no request: a warning.
+        let old = [("void * ctx", 8), ("u8 opcode", 16)];
+        fs::remove_dir_all(dir.0.join("events/io_uring/io_uring_submit_req")).unwrap();
+        write_format(&dir.0, "io_uring", "io_uring_submit_sqe", &old);
+        let check = check_io_uring(Some(&Tracefs::at(&dir.0)));
+        assert_eq!(check.status, Status::Warn, "{check:?}");
+        assert!(check.detail.contains("req"), "{check:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    the ring buffer, [`decode`] turns bytes into typed records,
 //!    [`resolve`] joins each call with the end of its handshake, and every
 //!    resolved attempt goes to [`aggregate`] (failure rates and summaries)
-//!    and to the sinks of [`export`] (JSON Lines, Prometheus). It owns the
+//!    and to the sinks of [`export`] (JSON Lines, Prometheus, OTLP) and
+//!    [`live`] (what `connect-trace top` and `/live` show). It owns the
 //!    delivery counts that the final line, the summaries and the metrics
 //!    all report.
 //! 3. [`errno`] names errno values and explains them; [`doctor`] checks a
@@ -27,6 +28,7 @@ pub mod doctor;
 pub mod errno;
 pub mod export;
 pub mod kernel;
+pub mod live;
 pub mod pipeline;
 pub mod report;
 pub mod resolve;

@@ -28,6 +28,11 @@ enum Command {
     /// buffers, tracefs, tracepoints, BTF, cgroup v2); exits non-zero when
     /// `run` cannot work.
     Check(cli::check::CheckArgs),
+    /// A full-screen live view of failing connects: rates, the top failing
+    /// destinations, processes, containers, pods and errors, and the latest
+    /// failures. Attaches the programs itself, or reads a running daemon
+    /// (--from). Needs a terminal.
+    Top(Box<cli::top::TopArgs>),
 }
 
 /// Names the log level (`error`, `warn`, `info`, `debug`, `trace`).
@@ -52,7 +57,14 @@ fn main() -> ExitCode {
     {
         run.origins = cli::config::Origins::from_matches(run_matches, run_command, &applied);
     }
-    init_logging();
+    // While `top` covers the terminal, its logs are kept for later.
+    let logs = match cli.command {
+        Command::Top(_) => Some(cli::top::logs::Logs::capture(log_level())),
+        _ => {
+            init_logging();
+            None
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,6 +77,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run::run(*args).await,
             Command::Explain(args) => cli::explain::run(&args),
             Command::Check(args) => cli::check::run(&args).await,
+            Command::Top(args) => cli::top::run(*args, logs.unwrap_or_default()).await,
         }
     });
     match result {
@@ -79,12 +92,8 @@ fn main() -> ExitCode {
 /// `CONNECT_TRACE_LOG` (default `info`). A closed stderr loses the logs but
 /// never stops the daemon.
 fn init_logging() {
-    let level = std::env::var(LOG_LEVEL_VARIABLE)
-        .ok()
-        .and_then(|level| level.parse().ok())
-        .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(log_level())
         .with_target(false)
         .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr)
@@ -92,6 +101,14 @@ fn init_logging() {
         // when stderr is closed.
         .log_internal_errors(false)
         .init();
+}
+
+/// The level `CONNECT_TRACE_LOG` names, `info` by default.
+fn log_level() -> tracing::Level {
+    std::env::var(LOG_LEVEL_VARIABLE)
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing::Level::INFO)
 }
 
 fn fail(error: &anyhow::Error) -> ExitCode {

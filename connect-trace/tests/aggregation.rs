@@ -327,26 +327,47 @@ fn summary_and_metrics_count_a_known_mix_exactly() {
     assert_eq!(refused_dest, MISSING_UNIX as u64);
 }
 
-/// Every metric the Grafana dashboard queries is in the live exposition.
-/// The top-K gauges appear with the first summary, so wait for them.
+/// Every query of the Grafana dashboard (panels and variables) parses as
+/// PromQL, and every metric it names is in the live exposition. The top-K
+/// gauges appear with the first summary, so wait for them.
 fn dashboard_names_only_exported_metrics(port: u16) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../dashboards/connect-trace.json"
     );
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap().iter();
+    let queries = panels
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .map(|target| target["expr"].as_str().unwrap())
+        .chain(
+            dashboard["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|variable| variable["type"] == "query")
+                .map(|variable| variable["definition"].as_str().unwrap()),
+        );
     let mut names = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let mut rest = target["expr"].as_str().unwrap();
-            while let Some(start) = rest.find("connect_trace_") {
-                let tail = &rest[start..];
-                let end = tail
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(tail.len());
-                names.push(tail[..end].to_owned());
-                rest = &tail[end..];
-            }
+    for query in queries {
+        // Grafana's variables are what Grafana gives Prometheus.
+        if let Some(inner) = query
+            .strip_prefix("label_values(")
+            .and_then(|rest| rest.rsplit_once(',').map(|(selector, _)| selector))
+        {
+            promql_parser::parser::parse(inner).unwrap_or_else(|e| panic!("{inner}: {e}"));
+        } else {
+            let promql = query.replace("$__rate_interval", "5m");
+            promql_parser::parser::parse(&promql).unwrap_or_else(|e| panic!("{query}: {e}"));
+        }
+        let mut rest = query;
+        while let Some(start) = rest.find("connect_trace_") {
+            let tail = &rest[start..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
         }
     }
     assert!(names.len() >= 10, "{names:?}");

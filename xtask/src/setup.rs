@@ -61,6 +61,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "containerd-client generates containerd's gRPC bindings with protoc when it builds",
     ),
     (
+        "tmux",
+        "the tests of `connect-trace top` run it in a real terminal, type keys and read the screen",
+    ),
+    (
         "qemu-system-x86",
         "the kernel matrix boots Debian's kernels under QEMU",
     ),

@@ -78,7 +78,8 @@ fn resolve(query: &str) -> Result<&'static Entry> {
     }
 }
 
-fn write_entry(out: &mut impl Write, entry: &Entry) -> io::Result<()> {
+/// Writes one entry as `explain` prints it (`top` shows it too).
+pub(super) fn write_entry(out: &mut impl Write, entry: &Entry) -> io::Result<()> {
     writeln!(out, "{} ({})", entry.name, entry.errno)?;
     writeln!(
         out,

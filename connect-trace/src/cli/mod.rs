@@ -4,4 +4,6 @@ pub mod check;
 pub mod config;
 pub mod explain;
 pub mod notify;
+pub mod otlp;
 pub mod run;
+pub mod top;

@@ -20,6 +20,7 @@ use connect_trace::{
         CgroupFilter, DEFAULT_RING_BUFFER_BYTES, KernelCounters, KernelStats, LoadError, Tracer,
         TracerConfig, privileges, program_stats::ProgramStats,
     },
+    live::{Live, LiveConfig},
     pipeline::{Pipeline, PipelineConfig, identify::Identity, reader::EventReader},
     resolve::{DEFAULT_MAX_PENDING, DEFAULT_RESOLVE_TIMEOUT, ResolverConfig},
     workload::{
@@ -129,6 +130,13 @@ pub struct RunArgs {
     /// time and run count of each of the daemon's programs.
     #[arg(long, env = "CONNECT_TRACE_BPF_STATS")]
     bpf_stats: bool,
+    /// OpenTelemetry export (`--otlp-*`).
+    #[command(flatten)]
+    otlp: super::otlp::OtlpArgs,
+    /// For the benchmark: attach programs that return at once, to measure
+    /// what the hooks alone cost. Nothing is traced.
+    #[arg(long, hide = true)]
+    empty_programs: bool,
     /// Where each option's value came from, for error messages.
     #[arg(skip)]
     pub origins: super::config::Origins,
@@ -145,11 +153,11 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// How often newly lost records are reported on stderr and unresolved
 /// attempts checked against the timeout.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the kernel's table of followed handshakes is swept for
 /// entries whose end it never saw.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs until SIGINT or SIGTERM, or until the output goes away.
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -179,12 +187,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ),
         None => None,
     };
-    let filter = workload_filter(&args)?;
+    let filter = workload_filter(&args.workloads())?;
+    let otlp = args.otlp.settings(args.node_name.as_deref())?;
     let mut tracer = Tracer::load(&TracerConfig {
         pid: args.pid,
         failures_only: args.failures_only,
         ring_buffer_bytes: args.ring_buffer_size,
         cgroup: kernel_cgroup_filter(args.cgroup.as_deref())?,
+        empty_programs: args.empty_programs,
         ..TracerConfig::default()
     })
     .map_err(|error| match error {
@@ -200,12 +210,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     )
     .context("watching the ring buffer")?;
     let kernel = tracer.stats();
-    let counts = LedgerCounts {
+    let counts = Arc::new(LedgerCounts {
         ledger: Arc::clone(&ledger),
         kernel: Arc::clone(&kernel),
-    };
+    });
     let node: Option<Arc<str>> = args.node_name.as_deref().map(Arc::from);
-    let metrics = Arc::new(Metrics::new(Arc::new(counts), node.as_deref())?);
+    let metrics = Arc::new(Metrics::new(Arc::clone(&counts) as _, node.as_deref())?);
     if args.bpf_stats {
         // Before capabilities are dropped: enabling needs CAP_SYS_ADMIN.
         let stats = ProgramStats::enable(tracer.program_ids())?;
@@ -213,17 +223,27 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let health = Arc::new(Health::default());
     health.watch_output(output.progress());
+    // `/live` (what `top --from` shows) is served next to the metrics.
+    let live = listener.as_ref().map(|_| {
+        Live::new(&LiveConfig {
+            node: node.clone(),
+            ..LiveConfig::default()
+        })
+        .with_counts(counts)
+    });
     let server = listener.map(|listener| {
         tokio::spawn(http::serve(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&health),
+            live.clone(),
         ))
     });
-    let sinks: Vec<Box<dyn Sink>> = vec![
+    let mut sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(JsonLinesSink::new(output, !args.summary_only, node)),
         Box::new(PrometheusSink::new(Arc::clone(&metrics))),
     ];
+    sinks.extend(live.map(|live| Box::new(live.sink()) as Box<dyn Sink>));
     let config = PipelineConfig {
         resolver: ResolverConfig {
             timeout: Duration::from_secs(args.resolve_timeout),
@@ -234,7 +254,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         top: usize::try_from(args.top).unwrap_or(usize::MAX),
     };
     drop_capabilities();
-    let identity = start_identity(&args, filter, &metrics)?;
+    if let Some(otlp) = otlp {
+        super::otlp::start(otlp, &ledger, &metrics, &mut sinks)?;
+    }
+    let identity = start_identity(&args.workloads(), filter, Some(&metrics))?;
     let mut pipeline = Pipeline::new(
         config,
         Arc::clone(&kernel),
@@ -297,7 +320,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 /// Everything that needs privileges is done (programs attached, maps and
 /// sockets open): drops the capabilities, before any thread of ours
 /// starts, since threads inherit them.
-fn drop_capabilities() {
+pub(super) fn drop_capabilities() {
     match privileges::drop_after_attach() {
         Ok(kept) if kept.is_empty() => tracing::debug!("dropped every capability"),
         Ok(kept) => tracing::debug!("dropped every capability but {kept:?}"),
@@ -305,13 +328,36 @@ fn drop_capabilities() {
     }
 }
 
+/// The options that name workloads and pick among them; `top` has them too.
+pub(super) struct WorkloadOptions<'a> {
+    pub container: Option<&'a str>,
+    pub pod: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub no_workloads: bool,
+    pub docker_socket: &'a std::path::Path,
+    pub containerd_socket: Option<&'a std::path::Path>,
+}
+
+impl RunArgs {
+    fn workloads(&self) -> WorkloadOptions<'_> {
+        WorkloadOptions {
+            container: self.container.as_deref(),
+            pod: self.pod.as_deref(),
+            namespace: self.namespace.as_deref(),
+            no_workloads: self.no_workloads,
+            docker_socket: &self.docker_socket,
+            containerd_socket: self.containerd_socket.as_deref(),
+        }
+    }
+}
+
 /// The daemon-side workload filter of `--container`, `--pod` and
 /// `--namespace` (`--cgroup` runs in the kernel).
-fn workload_filter(args: &RunArgs) -> Result<Option<WorkloadFilter>> {
+pub(super) fn workload_filter(args: &WorkloadOptions<'_>) -> Result<Option<WorkloadFilter>> {
     let given = [
-        args.container.as_deref().map(WorkloadFilter::container),
-        args.pod.as_deref().map(WorkloadFilter::pod),
-        args.namespace.as_deref().map(WorkloadFilter::namespace),
+        args.container.map(WorkloadFilter::container),
+        args.pod.map(WorkloadFilter::pod),
+        args.namespace.map(WorkloadFilter::namespace),
     ];
     let mut filters = given.into_iter().flatten();
     let filter = filters.next().transpose()?;
@@ -327,7 +373,7 @@ fn workload_filter(args: &RunArgs) -> Result<Option<WorkloadFilter>> {
 }
 
 /// `--cgroup PATH` as the kernel tests it: the cgroup's id and depth.
-fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
+pub(super) fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -347,20 +393,21 @@ fn kernel_cgroup_filter(path: Option<&str>) -> Result<Option<CgroupFilter>> {
     }))
 }
 
-/// Starts naming workloads, unless `--no-workloads`; exports its counters.
-fn start_identity(
-    args: &RunArgs,
+/// Starts naming workloads, unless `--no-workloads`; exports its counters
+/// with `metrics`.
+pub(super) fn start_identity(
+    args: &WorkloadOptions<'_>,
     filter: Option<WorkloadFilter>,
-    metrics: &Metrics,
+    metrics: Option<&Metrics>,
 ) -> Result<Option<Identity>> {
     if args.no_workloads {
         return Ok(None);
     }
     let lookups = LookupConfig {
-        docker_socket: Some(args.docker_socket.clone()),
-        containerd_sockets: args.containerd_socket.clone().map_or_else(
+        docker_socket: Some(args.docker_socket.to_owned()),
+        containerd_sockets: args.containerd_socket.map_or_else(
             || LookupConfig::default().containerd_sockets,
-            |socket| vec![socket],
+            |socket| vec![socket.to_owned()],
         ),
         ..LookupConfig::default()
     };
@@ -375,7 +422,9 @@ fn start_identity(
             return Ok(None);
         }
     };
-    metrics.watch_workloads(workloads.counters())?;
+    if let Some(metrics) = metrics {
+        metrics.watch_workloads(workloads.counters())?;
+    }
     Ok(Some(Identity::new(workloads, filter)))
 }
 

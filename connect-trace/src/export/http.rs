@@ -1,6 +1,7 @@
-//! A minimal HTTP/1.1 server for `/metrics` and `/healthz`.
+//! A minimal HTTP/1.1 server for `/metrics`, `/healthz` and `/live` (the
+//! live aggregates `connect-trace top --from` shows).
 //!
-//! Two read-only endpoints and a scraper that closes its connection after
+//! Three read-only endpoints and a scraper that closes its connection after
 //! each request do not justify a web framework; this reads one request
 //! line, answers, and closes. Requests are bounded in size and time.
 
@@ -19,7 +20,7 @@ use tokio::{
 };
 
 use super::{output::Progress, prometheus::Metrics};
-use crate::clock::WallClock;
+use crate::{clock::WallClock, live::Live};
 
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,12 +37,17 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duratio
 /// At most one log line per this long about failing accepts.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves until the task is dropped.
+/// Serves until the task is dropped; `/live` when `live` is given.
 ///
 /// A failing accept() (EMFILE when the descriptor limit is reached, say)
 /// is retried after a pause that doubles up to a second, never at once, and
 /// logged at most every ten seconds with how often it failed.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    live: Option<Live>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF.0;
     let mut failures: u64 = 0;
@@ -55,11 +61,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                 backoff = ACCEPT_BACKOFF.0;
                 let metrics = Arc::clone(&metrics);
                 let health = Arc::clone(&health);
+                let live = live.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let _ =
-                        tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &health))
-                            .await;
+                    let answer = answer(stream, &metrics, &health, live.as_ref());
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer).await;
                 });
             }
             Err(error) => {
@@ -131,7 +137,12 @@ impl Health {
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    health: &Health,
+    live: Option<&Live>,
+) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
@@ -169,10 +180,24 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
                 ),
             }
         }
+        (b"GET" | b"HEAD", b"/live") => match live.map(|live| serde_json::to_vec(&live.snapshot()))
+        {
+            Some(Ok(body)) => ("200 OK", "application/json", body),
+            Some(Err(error)) => (
+                "500 Internal Server Error",
+                "text/plain",
+                error.to_string().into_bytes(),
+            ),
+            None => (
+                "404 Not Found",
+                "text/plain",
+                b"this daemon does not keep live aggregates\n".to_vec(),
+            ),
+        },
         (b"GET" | b"HEAD", _) => (
             "404 Not Found",
             "text/plain",
-            b"try /metrics or /healthz\n".to_vec(),
+            b"try /metrics, /healthz or /live\n".to_vec(),
         ),
         _ => (
             "405 Method Not Allowed",

@@ -8,11 +8,14 @@
 //!   with the delivery counts and the kernel's exact counts read at scrape
 //!   time, and with `--bpf-stats` what the programs cost
 //!   ([`program_stats`]).
+//! - [`otlp::OtlpSink`]: each attempt as an OpenTelemetry log record, and
+//!   the attempt metrics, over OTLP (gRPC or HTTP).
 
 pub mod http;
 pub mod json;
 mod json_text;
 pub mod jsonl;
+pub mod otlp;
 pub mod output;
 pub mod program_stats;
 pub mod prometheus;

@@ -46,12 +46,12 @@ use crate::{
 pub struct MetricsError(#[from] prometheus::Error);
 
 /// Buckets for connect() syscall time: 1 µs to 10 s.
-const CONNECT_BUCKETS: &[f64] = &[
+pub(crate) const CONNECT_BUCKETS: &[f64] = &[
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 0.1, 1.0,
     10.0,
 ];
 /// Buckets for handshake time: 10 µs to 2 min (SYN retries take minutes).
-const HANDSHAKE_BUCKETS: &[f64] = &[
+pub(crate) const HANDSHAKE_BUCKETS: &[f64] = &[
     1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 130.0,
 ];

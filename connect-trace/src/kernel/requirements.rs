@@ -52,7 +52,7 @@ pub const INET_SOCK_SET_STATE: Tracepoint = Tracepoint {
     purpose: "how each TCP handshake ends",
 };
 
-/// `io_uring/io_uring_submit_req` (Linux 6.0 and later; optional).
+/// `io_uring/io_uring_submit_req` (optional): each submitted request.
 pub const IO_URING_SUBMIT: Tracepoint = Tracepoint {
     category: "io_uring",
     name: "io_uring_submit_req",
@@ -60,7 +60,15 @@ pub const IO_URING_SUBMIT: Tracepoint = Tracepoint {
     purpose: "io_uring connect requests as they are submitted",
 };
 
-/// `io_uring/io_uring_complete` (with `req`: Linux 6.0 and later; optional).
+/// The same tracepoint under its earlier name, `io_uring_submit_sqe`, which
+/// older kernels have (Debian 12's 6.1 among them). It gives the request
+/// from Linux 5.18 on; earlier ones lack the `req` field.
+pub const IO_URING_SUBMIT_SQE: Tracepoint = Tracepoint {
+    name: "io_uring_submit_sqe",
+    ..IO_URING_SUBMIT
+};
+
+/// `io_uring/io_uring_complete` (with `req`: Linux 5.18 and later; optional).
 pub const IO_URING_COMPLETE: Tracepoint = Tracepoint {
     category: "io_uring",
     name: "io_uring_complete",
@@ -68,10 +76,14 @@ pub const IO_URING_COMPLETE: Tracepoint = Tracepoint {
     purpose: "io_uring connect requests' results",
 };
 
-/// The tracepoints io_uring requests are traced with. Without them (no
-/// io_uring, or a kernel before 6.0), an io_uring connect is still seen
-/// by its TCP handshake, without its result.
-pub const IO_URING_TRACEPOINTS: [Tracepoint; 2] = [IO_URING_SUBMIT, IO_URING_COMPLETE];
+/// The io_uring tracepoints this kernel has, and where their fields are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoUringTracepoints {
+    /// The submission tracepoint, under whichever name this kernel uses.
+    pub submit: Tracepoint,
+    /// Where the programs read their fields.
+    pub offsets: IoUringOffsets,
+}
 
 /// Every tracepoint, in the order the programs attach.
 pub const TRACEPOINTS: [Tracepoint; 3] = [SYS_ENTER_CONNECT, SYS_EXIT_CONNECT, INET_SOCK_SET_STATE];
@@ -227,20 +239,38 @@ pub fn tracepoint_offsets(tracefs: &Tracefs) -> Result<TracepointOffsets, Tracef
     })
 }
 
-/// Reads the offset of every field of [`IO_URING_TRACEPOINTS`] from
-/// `tracefs`; an error says why io_uring requests cannot be traced here.
-pub fn io_uring_offsets(tracefs: &Tracefs) -> Result<IoUringOffsets, TracefsError> {
-    let submit =
-        |name: &str| tracefs.field_offset(IO_URING_SUBMIT.category, IO_URING_SUBMIT.name, name);
+/// Finds the io_uring tracepoints in `tracefs` (the submission under its
+/// current name, or else its earlier one) and reads the offset of each
+/// field the programs use; an error says why io_uring requests cannot be
+/// traced here.
+pub fn io_uring_tracepoints(tracefs: &Tracefs) -> Result<IoUringTracepoints, TracefsError> {
+    let submit = match io_uring_submit_offsets(tracefs, IO_URING_SUBMIT) {
+        Err(TracefsError::MissingTracepoint { .. }) => IO_URING_SUBMIT_SQE,
+        _ => IO_URING_SUBMIT,
+    };
+    let (submit_req, submit_opcode, submit_flags) = io_uring_submit_offsets(tracefs, submit)?;
     let complete =
         |name: &str| tracefs.field_offset(IO_URING_COMPLETE.category, IO_URING_COMPLETE.name, name);
-    Ok(IoUringOffsets {
-        submit_req: submit("req")?,
-        submit_opcode: submit("opcode")?,
-        submit_flags: submit("flags")?,
-        complete_req: complete("req")?,
-        complete_res: complete("res")?,
+    Ok(IoUringTracepoints {
+        submit,
+        offsets: IoUringOffsets {
+            submit_req,
+            submit_opcode,
+            submit_flags,
+            complete_req: complete("req")?,
+            complete_res: complete("res")?,
+        },
     })
+}
+
+/// The offsets of `req`, `opcode` and `flags` in submission tracepoint
+/// `submit`.
+fn io_uring_submit_offsets(
+    tracefs: &Tracefs,
+    submit: Tracepoint,
+) -> Result<(u32, u32, u32), TracefsError> {
+    let field = |name: &str| tracefs.field_offset(submit.category, submit.name, name);
+    Ok((field("req")?, field("opcode")?, field("flags")?))
 }
 
 /// Reads the offset of every member of [`BTF_MEMBERS`] from `btf`. A

@@ -23,8 +23,8 @@ use super::{
     memlock::{self, Memlock},
     privileges,
     requirements::{
-        self, BtfMember, INET_SOCK_SET_STATE, IO_URING_COMPLETE, IO_URING_SUBMIT,
-        SYS_ENTER_CONNECT, SYS_EXIT_CONNECT,
+        self, BtfMember, INET_SOCK_SET_STATE, IO_URING_COMPLETE, SYS_ENTER_CONNECT,
+        SYS_EXIT_CONNECT, Tracepoint,
     },
     tracefs::{Tracefs, TracefsError},
 };
@@ -61,6 +61,9 @@ pub struct TracerConfig {
     /// Kernels with an unusual layout or no raw tracepoints take these
     /// paths; this forces them so that tests cover them.
     pub fallback_paths_only: bool,
+    /// Attach programs that return at once: what the hooks alone cost, for
+    /// the benchmark. Nothing is recorded.
+    pub empty_programs: bool,
 }
 
 /// A cgroup v2 that callers must be in or below.
@@ -80,6 +83,7 @@ impl Default for TracerConfig {
             cgroup: None,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             fallback_paths_only: false,
+            empty_programs: false,
         }
     }
 }
@@ -162,14 +166,10 @@ fn program_error(
     }
 }
 
-/// Attaches the io_uring programs; their ids.
-fn attach_io_uring(ebpf: &mut Ebpf) -> Result<[u32; 2], LoadError> {
-    let submit = attach_tracepoint(
-        ebpf,
-        program::IO_URING_SUBMIT,
-        IO_URING_SUBMIT.category,
-        IO_URING_SUBMIT.name,
-    )?;
+/// Attaches the io_uring programs, the submission one to `submit`; their
+/// ids.
+fn attach_io_uring(ebpf: &mut Ebpf, submit: Tracepoint) -> Result<[u32; 2], LoadError> {
+    let submit = attach_tracepoint(ebpf, program::IO_URING_SUBMIT, submit.category, submit.name)?;
     let complete = attach_tracepoint(
         ebpf,
         program::IO_URING_COMPLETE,
@@ -277,7 +277,7 @@ impl Tracer {
         // cannot say why; `Tracer::btf_problems` says what is lost.
         let btf = Btf::from_file(std::path::Path::new(btf::VMLINUX));
         let (kernel, btf_problems) = requirements::kernel_offsets(btf.as_ref());
-        let io_uring = requirements::io_uring_offsets(&tracefs);
+        let io_uring = requirements::io_uring_tracepoints(&tracefs);
         let settings = Config {
             filter_tgid: config.pid.unwrap_or(0),
             failures_only: u32::from(config.failures_only),
@@ -290,8 +290,9 @@ impl Tracer {
             kernel,
             io_uring: io_uring
                 .as_ref()
-                .copied()
-                .unwrap_or(IoUringOffsets::UNKNOWN),
+                .map_or(IoUringOffsets::UNKNOWN, |found| found.offsets),
+            empty_programs: u32::from(config.empty_programs),
+            reserved: 0,
         };
 
         let mut ebpf = EbpfLoader::new()
@@ -354,7 +355,7 @@ impl Tracer {
         // programs their TCP handshakes are still reported, by the
         // handshake programs, without the requests' results.
         let io_uring_problem = match io_uring {
-            Ok(_) => attach_io_uring(&mut ebpf)
+            Ok(found) => attach_io_uring(&mut ebpf, found.submit)
                 .map(|ids| program_ids.extend(ids))
                 .err()
                 .map(|error| error.to_string()),

@@ -51,15 +51,17 @@ pub(crate) enum Tracer {
     None,
     ConnectTrace,
     ConnectTraceSummary,
+    ConnectTraceEmpty,
     BpftraceEmpty,
     BpftracePrintf,
     Strace,
 }
 
-pub(crate) const TRACERS: [Tracer; 6] = [
+pub(crate) const TRACERS: [Tracer; 7] = [
     Tracer::None,
     Tracer::ConnectTrace,
     Tracer::ConnectTraceSummary,
+    Tracer::ConnectTraceEmpty,
     Tracer::BpftraceEmpty,
     Tracer::BpftracePrintf,
     Tracer::Strace,
@@ -71,6 +73,9 @@ impl Tracer {
             Self::None => "no tracer",
             Self::ConnectTrace => "connect-trace, every event as JSON to a file",
             Self::ConnectTraceSummary => "connect-trace --summary-only",
+            Self::ConnectTraceEmpty => {
+                "connect-trace's hooks with programs that do nothing (its floor)"
+            }
             Self::BpftraceEmpty => "bpftrace, empty enter + exit programs (the floor)",
             Self::BpftracePrintf => "bpftrace, printf per event to a file",
             Self::Strace => "strace -f -e trace=connect, to a file",
@@ -78,7 +83,10 @@ impl Tracer {
     }
 
     pub(crate) fn is_connect_trace(self) -> bool {
-        matches!(self, Self::ConnectTrace | Self::ConnectTraceSummary)
+        matches!(
+            self,
+            Self::ConnectTrace | Self::ConnectTraceSummary | Self::ConnectTraceEmpty
+        )
     }
 
     /// Whether the kernel's statistics give this tracer's program time.
@@ -87,7 +95,10 @@ impl Tracer {
     pub(crate) fn has_program_time(self) -> bool {
         matches!(
             self,
-            Self::ConnectTrace | Self::BpftraceEmpty | Self::BpftracePrintf
+            Self::ConnectTrace
+                | Self::ConnectTraceEmpty
+                | Self::BpftraceEmpty
+                | Self::BpftracePrintf
         )
     }
 }
@@ -138,7 +149,7 @@ impl Workload {
 /// Why `tracer` cannot run here, if it cannot.
 pub(crate) fn unavailable(tracer: Tracer, binaries: &Binaries) -> Option<String> {
     match tracer {
-        Tracer::None | Tracer::ConnectTrace => None,
+        Tracer::None | Tracer::ConnectTrace | Tracer::ConnectTraceEmpty => None,
         Tracer::ConnectTraceSummary => {
             let help =
                 process::output(Command::new(&binaries.connect_trace).args(["run", "--help"]))

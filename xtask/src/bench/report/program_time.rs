@@ -9,8 +9,13 @@ use super::{
 };
 use crate::bench::{plan::Mode, plan::Tracer, stats::median};
 
-/// The rows next to connect-trace's: the floor and a printf tracer.
-const OTHERS: [Tracer; 2] = [Tracer::BpftraceEmpty, Tracer::BpftracePrintf];
+/// The columns next to connect-trace's: its own floor (the same hooks,
+/// programs that do nothing), bpftrace's floor and a printf tracer.
+const OTHERS: [Tracer; 3] = [
+    Tracer::ConnectTraceEmpty,
+    Tracer::BpftraceEmpty,
+    Tracer::BpftracePrintf,
+];
 
 impl Report<'_> {
     /// Program time per connect() of `mode` under `tracer`, one value per
@@ -113,5 +118,18 @@ impl Report<'_> {
             let _ = writeln!(out, "{row} {} |", runs.join(" / "));
         }
         let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "What bounds it. A refused TCP connect runs six of connect-trace's programs (the \
+             syscall's entry and exit, and each of the two handshake programs on both state \
+             changes); a UDP or unix connect runs two. The column of connect-trace's hooks \
+             with programs that return at once is the floor of that design: the cost of \
+             entering each program, including the two clock reads the statistics themselves \
+             add to every run. No blind-spot coverage adds a program run to a plain \
+             connect(): 32-bit programs, TCP Fast Open and kernel sockets are seen from the \
+             handshake programs, which run anyway, and the io_uring tracepoints fire only \
+             for io_uring requests. There is no program on every system call \
+             (`raw_syscalls`), which would tax every process on the host.\n"
+        );
     }
 }

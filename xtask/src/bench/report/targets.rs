@@ -66,12 +66,22 @@ impl Report<'_> {
                 .contains(&mode)
                 .then_some(())
                 .and_then(|()| median(&self.program_time(mode, Tracer::ConnectTrace)));
+            // What the same hooks cost with programs that do nothing: no
+            // program of ours can take less.
+            let floor = median(&self.program_time(mode, Tracer::ConnectTraceEmpty))
+                .map(|floor| {
+                    format!(
+                        "; the hooks alone, empty programs: {}",
+                        nanoseconds(floor.median)
+                    )
+                })
+                .unwrap_or_default();
             row(
                 out,
                 &target,
                 measured.map(|stat| {
                     (
-                        cell_of(stat, nanoseconds),
+                        format!("{}{floor}", cell_of(stat, nanoseconds)),
                         verdict_in_band(
                             &Band {
                                 median: stat.median,

@@ -66,6 +66,11 @@ impl Session {
                 output,
                 &["--summary-only".to_owned()],
             )?),
+            Tracer::ConnectTraceEmpty => Self::Daemon(Daemon::start(
+                binaries,
+                output,
+                &["--empty-programs".to_owned()],
+            )?),
             Tracer::BpftraceEmpty => {
                 Self::Bpftrace(Bpftrace::start(BPFTRACE_EMPTY, BPFTRACE_PROBES, output)?)
             }
