@@ -14,6 +14,7 @@
 pub mod dns_metrics;
 pub mod http;
 pub mod json;
+mod json_text;
 pub mod jsonl;
 pub mod otlp;
 pub mod output;

@@ -12,7 +12,6 @@
 //! with traffic.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -24,6 +23,7 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
+use rustc_hash::FxHashMap;
 use thiserror::Error;
 
 use super::{
@@ -74,7 +74,9 @@ pub struct Metrics {
     /// `attempts_by_via` children by via and outcome index, fetched once.
     via_children: Vec<IntCounter>,
     /// `failures` children fetched so far (a bounded set: families × errors).
-    failure_children: Mutex<HashMap<(usize, FailureKind), IntCounter>>,
+    /// Fx hashing: looked up once per failure, and the keys are a handful
+    /// of small values no traced program chooses.
+    failure_children: Mutex<FxHashMap<(usize, FailureKind), IntCounter>>,
     /// Attempts and failures per workload, bounded.
     workloads: WorkloadSeries,
 }

@@ -9,6 +9,7 @@
 //! for [`FORGET_AFTER`] loses its series, which makes room for new ones.
 
 use std::{
+    collections::hash_map::Entry,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -41,6 +42,8 @@ struct Series {
     attempts: IntCounter,
     /// Failure counters by class, fetched once each.
     failures: FxHashMap<&'static str, IntCounter>,
+    /// The series' key, for the labels of a class's first failure.
+    labels: Key,
 }
 
 /// The per-workload counters.
@@ -49,6 +52,10 @@ pub struct WorkloadSeries {
     failures: IntCounterVec,
     overflow: IntCounter,
     series: Mutex<FxHashMap<Key, Series>>,
+    /// The empty label and `other`, shared: a host process's key is three
+    /// clones of `empty`, not three new allocations per event.
+    empty: Arc<str>,
+    other: Arc<str>,
 }
 
 const OTHER: &str = "other";
@@ -83,6 +90,8 @@ impl WorkloadSeries {
             failures,
             overflow,
             series: Mutex::new(FxHashMap::default()),
+            empty: Arc::from(""),
+            other: Arc::from(OTHER),
         })
     }
 
@@ -91,25 +100,32 @@ impl WorkloadSeries {
         let Ok(mut series) = self.series.lock() else {
             return;
         };
-        let mut key = key_of(workload);
-        if !series.contains_key(&key) && series.len() >= MAX_WORKLOADS {
+        let mut key = key_of(workload, &self.empty);
+        if series.len() >= MAX_WORKLOADS && !series.contains_key(&key) {
             self.overflow.inc();
-            let other: Arc<str> = Arc::from(OTHER);
-            key = (Arc::clone(&other), Arc::clone(&other), other);
+            key = (
+                Arc::clone(&self.other),
+                Arc::clone(&self.other),
+                Arc::clone(&self.other),
+            );
         }
-        if !series.contains_key(&key) {
-            let attempts = self.attempts.with_label_values(&[&key.0, &key.1, &key.2]);
-            series.insert(
-                key.clone(),
-                Series {
+        // One hash of the key per event (it was three: two `contains_key`
+        // and a `get_mut`). With the shared empty label, the Prometheus
+        // stage went from 750 to 1,000 ns per event to under 300 ns
+        // (`examples/pipeline_cost.rs unix`, alternating runs).
+        let entry = match series.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let key = entry.key();
+                let attempts = self.attempts.with_label_values(&[&key.0, &key.1, &key.2]);
+                let labels = key.clone();
+                entry.insert(Series {
                     last_seen: now,
                     attempts,
                     failures: FxHashMap::default(),
-                },
-            );
-        }
-        let Some(entry) = series.get_mut(&key) else {
-            return;
+                    labels,
+                })
+            }
         };
         entry.last_seen = now;
         entry.attempts.inc();
@@ -118,10 +134,13 @@ impl WorkloadSeries {
         };
         let class = kind.class().unwrap_or("unknown");
         let failures = &self.failures;
+        let labels = &entry.labels;
         entry
             .failures
             .entry(class)
-            .or_insert_with(|| failures.with_label_values(&[&key.0, &key.1, &key.2, class]))
+            .or_insert_with(|| {
+                failures.with_label_values(&[&labels.0, &labels.1, &labels.2, class])
+            })
             .inc();
     }
 
@@ -200,8 +219,8 @@ impl Collector for WorkloadEventsCollector {
     }
 }
 
-fn key_of(workload: &Workload) -> Key {
-    let empty = || Arc::<str>::from("");
+fn key_of(workload: &Workload, empty: &Arc<str>) -> Key {
+    let empty = || Arc::clone(empty);
     let pod = workload.pod.as_ref();
     let namespace = pod
         .and_then(|pod| pod.namespace.clone())

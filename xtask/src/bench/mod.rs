@@ -15,8 +15,9 @@
 //!    then runs once more with the kernel's statistics on, for the time
 //!    spent in the programs ([`program_time`]).
 //! 3. Rate ([`rate`]): the load in two threads with `connect-trace --pid`
-//!    running, once with the default ring buffer (nothing may be lost) and
-//!    once with a 4 KiB one (losses must be counted exactly).
+//!    running, `--rate-repetitions` times with the default ring buffer
+//!    (nothing may be lost) and once with a 4 KiB one (losses must be
+//!    counted exactly). `--only throughput` runs this step alone.
 //! 4. A Markdown report ([`report`]) on stdout, and with `--write-docs` in
 //!    `docs/performance.md`.
 
@@ -96,9 +97,28 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     rate_mode: Option<Mode>,
 
+    /// Throughput and loss runs with the default ring buffer: the daemon's
+    /// CPU per event moves with the machine's other work, so several runs
+    /// show the spread (the targets take their median).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rate_repetitions: u32,
+
+    /// Run one section only: `throughput` skips the rounds (end-to-end and
+    /// program time) and runs only the throughput and loss runs, for quick
+    /// before/after comparisons of the daemon.
+    #[arg(long, value_enum)]
+    only: Option<Section>,
+
     /// Also write the report to docs/performance.md.
     #[arg(long)]
     write_docs: bool,
+}
+
+/// A section of the bench that `--only` can run alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Section {
+    /// The throughput and loss runs (daemon CPU per event, loss, peak RSS).
+    Throughput,
 }
 
 /// The two binaries under test.
@@ -145,8 +165,11 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         }
     }
 
-    eprintln!("bench: warming up");
-    for &mode in &modes {
+    let rounds_run = args.only.is_none();
+    if rounds_run {
+        eprintln!("bench: warming up");
+    }
+    for &mode in modes.iter().filter(|_| rounds_run) {
         run_load(&mut load_command(
             &binaries,
             mode,
@@ -156,7 +179,7 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         ))?;
     }
     let mut rounds = Rounds::default();
-    for round in 0..args.repetitions {
+    for round in (0..args.repetitions).filter(|_| rounds_run) {
         eprintln!("bench: round {} of {}", round + 1, args.repetitions);
         for &tracer in &tracers {
             if !rounds.failed.contains_key(&tracer) {
@@ -184,7 +207,8 @@ pub fn bench(root: &Path, args: &BenchArgs) -> Result<()> {
         .or_else(|| probes.first().map(|(mode, _)| *mode))
         .unwrap_or(Mode::Refused);
     let mut rates = Vec::new();
-    for ring_buffer in [None, Some(SMALL_RING_BUFFER)] {
+    let full_runs = std::iter::repeat_n(None, args.rate_repetitions as usize);
+    for ring_buffer in full_runs.chain([Some(SMALL_RING_BUFFER)]) {
         let plan = RatePlan {
             mode: rate_mode,
             threads,

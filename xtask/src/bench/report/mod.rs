@@ -72,8 +72,10 @@ impl Report<'_> {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.render_header(&mut out);
-        self.render_program_time(&mut out);
-        self.render_costs(&mut out);
+        if self.args.only.is_none() {
+            self.render_program_time(&mut out);
+            self.render_costs(&mut out);
+        }
         self.render_rates(&mut out);
         self.render_startup(&mut out);
         self.render_targets(&mut out);
@@ -110,12 +112,14 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "- Settings: {} rounds; {} calls per run and thread, each run stopped after {} s \
-             at most; throughput runs of {} calls in {} threads. Tracer outputs went to {}.\n",
+             at most; throughput runs of {} calls in {} threads ({} with the default ring \
+             buffer). Tracer outputs went to {}.\n",
             self.rounds.rounds(),
             self.args.count,
             self.args.max_seconds,
             self.args.rate_count,
             self.args.rate_threads,
+            self.args.rate_repetitions,
             self.outputs,
         );
     }
@@ -162,7 +166,7 @@ impl Report<'_> {
                 }
             }
         }
-        if self.tracers.contains(&Tracer::Strace) {
+        if self.tracers.contains(&Tracer::Strace) && self.args.only.is_none() {
             notes.push(format!(
                 "strace runs stop at --max-seconds ({} s) and average over the calls made by then.",
                 self.args.max_seconds

@@ -21,8 +21,11 @@ impl Report<'_> {
             "`connect-load --mode {} --threads {}` with `connect-trace run --pid PID --output \
              FILE` attached before the first call. *Delivered* counts the records in the file \
              from that pid; *lost* is the daemon's own count from its `stopped` record. CPU is \
-             the daemon's utime + stime from `/proc/PID/stat` (clock-tick resolution), peak \
-             RSS its VmHWM just before it was stopped.\n",
+             the daemon's utime + stime from `/proc/PID/stat` at its exit (clock-tick \
+             resolution), divided by the events delivered, over its whole life and after \
+             start-up: *start-up* is its CPU time until its `started` record (its threads' \
+             `schedstat`), mostly the kernel verifying the programs, a fixed cost that does not \
+             grow with the events. Peak RSS is its VmHWM just before it was stopped.\n",
             first.plan.mode.name(),
             first.plan.threads,
         );
@@ -40,9 +43,10 @@ impl Report<'_> {
         let _ = writeln!(
             out,
             "| ring buffer | calls/s | generated | delivered | lost | generated = delivered \
-             + lost | daemon CPU per delivered event | daemon peak RSS |"
+             + lost | daemon CPU per delivered event | start-up CPU | after start-up, per \
+             event | daemon peak RSS |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
         for rate in self.rates {
             let lost = rate.daemon.delivery.records_lost;
             let balance = rate.delivered + lost;
@@ -56,13 +60,18 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {check} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {check} | {} | {} | {} | {} |",
                 ring_buffer_label(rate.plan.ring_buffer),
                 group(rate.load.calls_per_sec.round() as u64),
                 group(rate.load.calls),
                 group(rate.delivered),
                 group(lost),
                 cpu_per_event(rate).map_or_else(|| "—".to_owned(), format_cpu),
+                rate.daemon.startup_cpu.map_or_else(
+                    || "—".to_owned(),
+                    |cpu| format!("{:.0} ms", cpu.as_secs_f64() * 1e3)
+                ),
+                cpu_per_event_after_startup(rate).map_or_else(|| "—".to_owned(), format_cpu),
                 rate.daemon
                     .peak_rss_kib
                     .map_or_else(|| "unknown".to_owned(), format_mib),
@@ -110,6 +119,20 @@ pub(crate) fn cpu_per_event(rate: &Rate) -> Option<(f64, f64)> {
     (rate.delivered > 0).then(|| {
         (
             rate.daemon.cpu.as_nanos() as f64 / delivered,
+            rate.daemon.cpu_tick.as_nanos() as f64 / delivered,
+        )
+    })
+}
+
+/// The daemon's CPU time per delivered event after its start-up (the
+/// per-event cost, which a longer run does not dilute), and its
+/// resolution: one clock tick per delivered event.
+pub(crate) fn cpu_per_event_after_startup(rate: &Rate) -> Option<(f64, f64)> {
+    let startup = rate.daemon.startup_cpu?;
+    let delivered = rate.delivered as f64;
+    (rate.delivered > 0).then(|| {
+        (
+            rate.daemon.cpu.saturating_sub(startup).as_nanos() as f64 / delivered,
             rate.daemon.cpu_tick.as_nanos() as f64 / delivered,
         )
     })

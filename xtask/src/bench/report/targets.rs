@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 
 use super::{
     Report,
-    format::{cell_of, format_cpu, format_mib, format_ns, format_ratio, group},
-    rates::cpu_per_event,
+    format::{cell, cell_of, format_cpu, format_mib, format_ns, format_ratio, group},
+    rates::cpu_per_event_after_startup,
 };
 use crate::bench::{
     plan::{Mode, TARGET_THREADS, Tracer, Workload},
+    rate::Rate,
     stats::{median, robust_spread},
 };
 
@@ -177,29 +178,55 @@ impl Report<'_> {
     }
 
     /// The daemon's targets, at the highest rate the rate threads produce
-    /// with the default ring buffer, and the attach time.
+    /// with the default ring buffer (over every such run:
+    /// `--rate-repetitions`), and the attach time.
     fn render_daemon_targets(&self, out: &mut String) {
-        let full_rate = self
+        let full_rates: Vec<&Rate> = self
             .rates
             .iter()
-            .find(|rate| rate.plan.ring_buffer.is_none());
-        let threads = full_rate.map_or(0, |rate| rate.plan.threads);
+            .filter(|rate| rate.plan.ring_buffer.is_none())
+            .collect();
+        let threads = full_rates.first().map_or(0, |rate| rate.plan.threads);
+        let per_event: Vec<(f64, f64)> = full_rates
+            .iter()
+            .filter_map(|rate| cpu_per_event_after_startup(rate))
+            .collect();
+        let cpu: Vec<f64> = per_event.iter().map(|(ns, _)| *ns).collect();
+        // The coarsest clock tick per event of the runs.
+        let resolution = per_event
+            .iter()
+            .map(|(_, resolution)| *resolution)
+            .fold(0.0, f64::max);
         row(
             out,
             &format!(
                 "daemon CPU ≤ {} per delivered event at the highest rate {threads} threads \
-                 produce",
+                 produce (after start-up, which the attach target bounds)",
                 nanoseconds(CPU_TARGET_NS)
             ),
-            full_rate.and_then(cpu_per_event).map(|(ns, resolution)| {
+            median(&cpu).map(|stat| {
+                let measured = if cpu.len() == 1 {
+                    format_cpu((stat.median, resolution))
+                } else {
+                    format!(
+                        "{} over {} runs, ± {} ns",
+                        cell_of(stat, nanoseconds),
+                        cpu.len(),
+                        format_ns(resolution)
+                    )
+                };
                 (
-                    format_cpu((ns, resolution)),
+                    measured,
                     verdict_in_band(
                         &Band {
-                            median: ns,
-                            low: ns - resolution,
-                            high: ns + resolution,
-                            width: "clock-tick resolution",
+                            median: stat.median,
+                            low: stat.min - resolution,
+                            high: stat.max + resolution,
+                            width: if cpu.len() == 1 {
+                                "clock-tick resolution"
+                            } else {
+                                "range over the runs and clock-tick resolution"
+                            },
                         },
                         CPU_TARGET_NS,
                         nanoseconds,
@@ -210,14 +237,22 @@ impl Report<'_> {
         row(
             out,
             "0 events lost at that rate",
-            full_rate.map(|rate| {
-                let lost = rate.daemon.delivery.records_lost;
+            (!full_rates.is_empty()).then(|| {
+                let lost: u64 = full_rates
+                    .iter()
+                    .map(|rate| rate.daemon.delivery.records_lost)
+                    .sum();
+                let calls: u64 = full_rates.iter().map(|rate| rate.load.calls).sum();
+                let rates: Vec<f64> = full_rates
+                    .iter()
+                    .map(|rate| rate.load.calls_per_sec)
+                    .collect();
                 (
                     format!(
                         "{} lost of {} ({} calls/s)",
                         group(lost),
-                        group(rate.load.calls),
-                        group(rate.load.calls_per_sec.round() as u64)
+                        group(calls),
+                        cell(&rates, |rate| group(rate.round() as u64))
                     ),
                     if lost == 0 {
                         "met".to_owned()
@@ -225,7 +260,7 @@ impl Report<'_> {
                         format!(
                             "**missed** by {} events ({:.2}% lost)",
                             group(lost),
-                            lost as f64 * 100.0 / rate.load.calls.max(1) as f64
+                            lost as f64 * 100.0 / calls.max(1) as f64
                         )
                     },
                 )
@@ -234,8 +269,10 @@ impl Report<'_> {
         row(
             out,
             "daemon peak RSS < 32 MiB at that rate",
-            full_rate
-                .and_then(|rate| rate.daemon.peak_rss_kib)
+            full_rates
+                .iter()
+                .filter_map(|rate| rate.daemon.peak_rss_kib)
+                .max()
                 .map(|kib| {
                     (
                         format_mib(kib),

@@ -17,7 +17,9 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
-use super::{ATTACH_TIMEOUT, STOP_TIMEOUT, cpu_time, interrupt, lines_of, vm_hwm_kib};
+use super::{
+    ATTACH_TIMEOUT, STOP_TIMEOUT, cpu_time, interrupt, lines_of, thread_cpu_time, vm_hwm_kib,
+};
 use crate::bench::{Binaries, remove_if_present};
 
 /// How often to look for the `started` record: the resolution of the
@@ -63,6 +65,10 @@ pub(crate) struct Daemon {
     pub(crate) attach: Duration,
     /// The kernel ids of its programs, from the `started` record.
     pub(crate) programs: Vec<u32>,
+    /// CPU time spent up to the `started` record: loading the programs
+    /// (the kernel's verifier, counted as the daemon's system time) and
+    /// attaching them.
+    startup_cpu: Option<Duration>,
     running: bool,
 }
 
@@ -78,6 +84,8 @@ pub(crate) struct DaemonEnd {
     /// Peak resident set (VmHWM) just before it was stopped.
     pub(crate) peak_rss_kib: Option<u64>,
     pub(crate) attach: Duration,
+    /// CPU time up to the `started` record (ns-exact), part of `cpu`.
+    pub(crate) startup_cpu: Option<Duration>,
 }
 
 impl Daemon {
@@ -105,6 +113,7 @@ impl Daemon {
             output: output.to_path_buf(),
             attach: Duration::ZERO,
             programs: Vec::new(),
+            startup_cpu: None,
             running: true,
         };
         loop {
@@ -112,6 +121,7 @@ impl Daemon {
                 match serde_json::from_str(&line) {
                     Ok(Lifecycle::Started { programs }) => {
                         daemon.attach = spawned.elapsed();
+                        daemon.startup_cpu = thread_cpu_time(daemon.child.id());
                         daemon.programs = programs;
                         return Ok(daemon);
                     }
@@ -180,6 +190,7 @@ impl Daemon {
             cpu_tick,
             peak_rss_kib,
             attach: self.attach,
+            startup_cpu: self.startup_cpu,
         })
     }
 }

@@ -176,6 +176,22 @@ fn cpu_time(pid: u32) -> Option<(Duration, Duration)> {
     ))
 }
 
+/// CPU time of a live process's threads so far, in ns, from
+/// `/proc/PID/task/*/schedstat` (the scheduler's own count, not rounded to
+/// clock ticks). Threads that already exited are not in it.
+fn thread_cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        // A thread may exit between listing and reading.
+        let Ok(schedstat) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
 /// The lines a child writes to a pipe, as they come.
 fn lines_of(stream: Option<impl Read + Send + 'static>) -> Receiver<String> {
     let (sender, receiver) = channel();
