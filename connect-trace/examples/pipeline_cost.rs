@@ -199,7 +199,8 @@ impl Stages {
                     black_box(resolved);
                     return Ok::<_, ()>(());
                 }
-                let Some(report) = identity.admit(*resolved, Instant::now()) else {
+                let Some(report) = identity.admit(AttemptReport::new(*resolved), Instant::now())
+                else {
                     return Ok(());
                 };
                 if last >= Stage::Aggregate {
