@@ -17,9 +17,10 @@ use connect_trace::{
 };
 
 use super::{PUBLISH_INTERVAL, Signals, TopArgs, logs::Logs, model::Update, view::ViewThread};
-use crate::cli::run::{
-    HOUSEKEEPING_INTERVAL, SWEEP_INTERVAL, WorkloadOptions, drop_capabilities,
-    kernel_cgroup_filter, start_identity, workload_filter,
+use crate::cli::{
+    drop_capabilities,
+    run::{HOUSEKEEPING_INTERVAL, SWEEP_INTERVAL},
+    workloads::{WorkloadOptions, kernel_cgroup_filter, start_identity, workload_filter},
 };
 
 /// How often the ring buffer is drained when the kernel has not woken us
