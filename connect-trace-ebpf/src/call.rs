@@ -3,8 +3,7 @@
 //! deciding whether it is a repeat, counting it, and writing its record.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-    generated,
+    bpf_get_current_cgroup_id, bpf_get_current_uid_gid, bpf_ktime_get_ns, generated,
 };
 use connect_trace_common::{
     abi::{ConnectRecord, InFlight, SOCKADDR_MAX, addr_flags, connect_flags, record_kind},
@@ -15,7 +14,7 @@ use connect_trace_common::{
 
 use crate::{
     maps::{EVENTS, PENDING, count, count_outcome, wakeup_flags},
-    recent, task,
+    recent, task, words,
 };
 
 /// The family slot of the address a call passed.
@@ -103,10 +102,10 @@ pub fn report(
         (*record).addr_flags = call.addr_flags;
         (*record).flags = call.flags;
         (*record).via = call.via;
-        (*record).handshake = call.handshake;
+        words::copy(&raw mut (*record).handshake, &raw const call.handshake);
         (*record).start_ns = call.start_ns;
         (*record).latency_ns = now.wrapping_sub(call.start_ns);
-        (*record).addr = call.addr;
+        words::address(&raw mut (*record).addr, &raw const call.addr);
     }
     caller(record);
     entry.submit(wakeup_flags());
@@ -126,7 +125,8 @@ pub fn current_caller(record: *mut ConnectRecord, pid_tgid: u64) {
         (*record).gid = (uid_gid >> 32) as u32;
         (*record).cgroup_id = bpf_get_current_cgroup_id();
         (*record).netns = task::netns();
-        (*record).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // Straight into the record; on failure the helper zeroes it.
+        let _ = generated::bpf_get_current_comm((&raw mut (*record).comm).cast(), 16);
     }
 }
 

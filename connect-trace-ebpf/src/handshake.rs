@@ -23,7 +23,7 @@ use crate::{
     maps::{EVENTS, IN_FLIGHT, PENDING, count, count_outcome, wakeup_flags},
     recent, sock,
     task::traced,
-    without_call,
+    without_call, words,
 };
 
 /// Attached to the classic tracepoint `sock/inet_sock_set_state`, where the
@@ -214,7 +214,7 @@ fn on_end(sock: u64, new: u32) {
     if let Some(call) = unreturned_call(&pending, sock) {
         // SAFETY: a live map entry of a call that has not returned, whose
         // handshake only this socket's end writes.
-        unsafe { (*call).handshake = outcome };
+        unsafe { words::copy(&raw mut (*call).handshake, &raw const outcome) };
         return;
     }
     count_outcome(pending.family_slot, code);

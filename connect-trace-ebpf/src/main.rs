@@ -26,7 +26,8 @@
 //! - [`dns`]: a cgroup skb ingress program, attached at the cgroup v2 root
 //!   when DNS names are on, that passes DNS responses reaching any socket
 //!   on the host to the daemon in a ring buffer of its own.
-//! - [`maps`] and [`config`]: the maps, counters and the loader's settings.
+//! - [`maps`] and [`config`]: the maps, counters and the loader's settings;
+//!   [`words`]: copies a word at a time, where LLVM would loop on bytes.
 //!
 //! What an outcome is, and what is a repeat, is decided by
 //! `connect_trace_common::outcome`, the same code the daemon runs. No
@@ -46,6 +47,7 @@ mod sock;
 mod syscall;
 mod task;
 mod without_call;
+mod words;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use connect_trace_common::{
-    abi::{Handshake, InFlight, addr_flags, via},
+    abi::{InFlight, addr_flags, via},
     config::layout,
     names::counter,
 };
@@ -18,6 +18,7 @@ use crate::{
     config::{config, field},
     maps::{IN_FLIGHT, SCRATCH, count, scratch},
     task::traced,
+    words,
 };
 
 /// Attached to `syscalls/sys_enter_connect`.
@@ -50,7 +51,8 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     slot.addrlen = addrlen as i32;
     slot.flags = 0;
     slot.via = via::SYSCALL;
-    slot.handshake = Handshake::default();
+    // SAFETY: the slot's own field; all zeroes is `Handshake::default()`.
+    unsafe { words::zero(&raw mut slot.handshake) };
     call::read_address(slot, uaddr);
     if IN_FLIGHT
         .insert(&pid_tgid, slot, u64::from(BPF_ANY))
@@ -114,7 +116,8 @@ fn unseen_start() -> Result<*mut InFlight, i64> {
     let unseen = unsafe { &mut *slot };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unseen.start_ns = unsafe { bpf_ktime_get_ns() };
-    unseen.handshake = Handshake::default();
+    // SAFETY: as in `save_in_flight`.
+    unsafe { words::zero(&raw mut unseen.handshake) };
     unseen.fd = -1;
     unseen.addrlen = 0;
     unseen.addr_flags = addr_flags::NOT_SEEN;

@@ -87,17 +87,37 @@ pub fn netns() -> u32 {
     inum.unwrap_or(0)
 }
 
-/// The `comm` of the current task's process (its thread group leader).
+/// Writes the `comm` of the current task's process (its thread group
+/// leader) to `dst`, read straight from kernel memory into it (a copy
+/// through the stack costs a byte loop, see `words`); `false`, with `dst`
+/// possibly zeroed, when it cannot be read.
+///
+/// # Safety
+/// `dst` is valid for 16 bytes.
 #[inline(always)]
-pub fn process_comm() -> Option<[u8; 16]> {
+pub unsafe fn copy_process_comm(dst: *mut [u8; 16]) -> bool {
     let offsets = config!(kernel);
     if offsets.task_group_leader == OFFSET_UNKNOWN || offsets.task_comm == OFFSET_UNKNOWN {
-        return None;
+        return false;
     }
     // SAFETY: bpf_get_current_task has no preconditions.
     let task = unsafe { bpf_get_current_task() };
-    let leader: u64 = read(task, offsets.task_group_leader)?;
-    read(leader, offsets.task_comm)
+    let Some(leader) = read::<u64>(task, offsets.task_group_leader) else {
+        return false;
+    };
+    if leader == 0 {
+        return false;
+    }
+    // SAFETY: the helper checks the source address and fails cleanly;
+    // `dst` holds 16 bytes.
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel(
+            dst.cast(),
+            16,
+            (leader + u64::from(offsets.task_comm)) as *const core::ffi::c_void,
+        )
+    };
+    ret == 0
 }
 
 /// The socket (`struct sock *`) behind descriptor `fd` of the current

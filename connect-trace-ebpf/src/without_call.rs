@@ -88,11 +88,12 @@ pub fn report_start(sock: u64, pid_tgid: u64) {
             // An io-wq worker is named after its ring, not the program it
             // works for: name the program.
             if kind == Kind::IoUringWorker
-                && let Some(comm) = task::process_comm()
-            {
                 // SAFETY: as in `call::report`, which hands over the
-                // reserved record.
-                unsafe { (*record).comm = comm };
+                // reserved record; its `comm` holds 16 bytes.
+                && !unsafe { task::copy_process_comm(&raw mut (*record).comm) }
+            {
+                // A failed read may have cleared it: the thread's own name.
+                call::current_caller(record, pid_tgid);
             }
         },
     );
