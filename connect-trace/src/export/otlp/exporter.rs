@@ -420,15 +420,11 @@ impl LogExport {
                 self.queue.settle(batch, 0, count);
                 return false;
             }
-            let result = tokio::time::timeout(limit, self.signal.transport.export(body.clone()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ExportError {
-                        retryable: true,
-                        retry_after: None,
-                        message: format!("no answer within {limit:?}"),
-                    })
-                });
+            let result = self
+                .signal
+                .transport
+                .export_within(body.clone(), limit)
+                .await;
             match result {
                 Ok(accepted) => {
                     let rejected = accepted.rejected.min(count);
@@ -534,15 +530,11 @@ impl MetricExport {
             if limit.is_zero() {
                 return;
             }
-            let result = tokio::time::timeout(limit, self.signal.transport.export(body.clone()))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ExportError {
-                        retryable: true,
-                        retry_after: None,
-                        message: format!("no answer within {limit:?}"),
-                    })
-                });
+            let result = self
+                .signal
+                .transport
+                .export_within(body.clone(), limit)
+                .await;
             match result {
                 Ok(accepted) => {
                     self.health.succeeded(None);

@@ -179,6 +179,24 @@ impl Transport {
         Ok(Self { kind, wire })
     }
 
+    /// [`Transport::export`], given up (as a retryable error) when no
+    /// answer came within `limit`.
+    pub async fn export_within(
+        &mut self,
+        body: Bytes,
+        limit: Duration,
+    ) -> Result<Accepted, ExportError> {
+        tokio::time::timeout(limit, self.export(body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ExportError {
+                    retryable: true,
+                    retry_after: None,
+                    message: format!("no answer within {limit:?}"),
+                })
+            })
+    }
+
     /// Sends one encoded export request: an `ExportLogsServiceRequest` or
     /// an `ExportMetricsServiceRequest`, as the transport's kind says.
     pub async fn export(&mut self, body: Bytes) -> Result<Accepted, ExportError> {
