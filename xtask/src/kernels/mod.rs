@@ -136,7 +136,26 @@ pub fn matrix(root: &Path, selection: &Selection) -> Result<()> {
     }
 }
 
+/// The directories each guest mounts afresh over the host's (see
+/// `initramfs.rs`): a tree below one of them is not there in the guest.
+const GUEST_OWN_DIRS: [&str; 3] = ["/tmp", "/run", "/dev/shm"];
+
+/// Fails clearly when the guests cannot see the tree at `root`.
+fn visible_to_guests(root: &Path) -> Result<()> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    if let Some(dir) = GUEST_OWN_DIRS.iter().find(|dir| root.starts_with(dir)) {
+        bail!(
+            "the kernel matrix cannot run a tree under {dir} ({}): each guest mounts a fresh \
+             {dir} of its own, so the test binaries are not there; clone the project elsewhere, \
+             or skip the matrix with --kernels none",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
 fn run_slice(root: &Path, selection: &Selection, kernels: &[Kernel]) -> Result<()> {
+    visible_to_guests(root)?;
     let script = matrix::slice_script(root)?;
     let expected = matrix::slice_size();
     eprintln!(
@@ -301,6 +320,15 @@ mod tests {
             abi: format!("{version}-amd64"),
             packages: vec!["linux-image-x".to_owned()],
         }
+    }
+
+    #[test]
+    fn a_tree_under_the_guests_own_tmp_is_refused_clearly() {
+        let error = visible_to_guests(Path::new("/tmp/connect-trace-nowhere"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("under /tmp"), "{error}");
+        assert!(visible_to_guests(Path::new("/work/connect-trace-nowhere")).is_ok());
     }
 
     #[test]
