@@ -9,8 +9,7 @@
 //! words instead. The accesses are volatile, so LLVM cannot turn them back
 //! into a call. Measured with the kernel's program statistics, alternating
 //! old and new builds: `exit_connect` went from 1,180–1,362 ns to
-//! 974–1,030 ns per run for a refused connect on that (busy, slow) VM, and
-//! its program from 1,829 to 1,655 instructions.
+//! 974–1,030 ns per run for a refused connect on that (busy, slow) VM.
 
 use core::{
     mem::{align_of, size_of},
