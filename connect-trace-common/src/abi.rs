@@ -104,8 +104,9 @@ pub struct InFlight {
     pub flags: u32,
     /// [`via`]: how the call was made.
     pub via: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// 1 while the call is inside connect(), 0 once it has returned: a
+    /// thread's entry in `IN_FLIGHT` outlives its calls (see the map).
+    pub active: u32,
     /// The first `min(addrlen, SOCKADDR_MAX)` bytes of the address.
     pub addr: [u8; SOCKADDR_MAX],
 }

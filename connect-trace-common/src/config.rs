@@ -53,8 +53,11 @@ pub struct Config {
     /// 1 to make every program return at once: the benchmark's measure of
     /// what the hooks themselves cost (`run --empty-programs`).
     pub empty_programs: u32,
-    /// Padding; always zero.
-    pub reserved: u32,
+    /// 1 when the kernel hands programs a typed pointer to the current task
+    /// (`bpf_get_current_task_btf`, Linux 5.11): the programs then load
+    /// task members straight through it, which the verifier turns into
+    /// plain loads, instead of calling `bpf_probe_read_kernel` for each.
+    pub task_btf: u32,
 }
 
 /// Byte offsets of the fields the io_uring programs read, from tracefs.
@@ -170,6 +173,23 @@ pub struct KernelOffsets {
     /// `struct sock.__sk_common.skc_net`: a socket's network namespace,
     /// for the DNS capture.
     pub sock_net: u32,
+    /// `struct task_struct.cred`: the task's credentials, whose ids the
+    /// programs load directly with [`Config::task_btf`].
+    pub task_cred: u32,
+    /// `struct cred.uid`.
+    pub cred_uid: u32,
+    /// `struct cred.gid`.
+    pub cred_gid: u32,
+    /// `struct task_struct.cgroups`: the task's set of cgroups.
+    pub task_cgroups: u32,
+    /// `struct css_set.dfl_cgrp`: its cgroup v2.
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup.kn`: the cgroup's directory.
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node.id`: the cgroup id.
+    pub kernfs_node_id: u32,
+    /// Padding; always zero.
+    pub reserved: u32,
 }
 
 impl KernelOffsets {
@@ -199,6 +219,14 @@ impl KernelOffsets {
         io_connect_addr: OFFSET_UNKNOWN,
         io_connect_addr_len: OFFSET_UNKNOWN,
         sock_net: OFFSET_UNKNOWN,
+        task_cred: OFFSET_UNKNOWN,
+        cred_uid: OFFSET_UNKNOWN,
+        cred_gid: OFFSET_UNKNOWN,
+        task_cgroups: OFFSET_UNKNOWN,
+        css_set_dfl_cgrp: OFFSET_UNKNOWN,
+        cgroup_kn: OFFSET_UNKNOWN,
+        kernfs_node_id: OFFSET_UNKNOWN,
+        reserved: 0,
     };
 
     /// Whether the programs can find the socket behind a descriptor (the
@@ -218,6 +246,20 @@ impl KernelOffsets {
         self.sock_family != OFFSET_UNKNOWN
             && self.sock_dport != OFFSET_UNKNOWN
             && self.sock_daddr != OFFSET_UNKNOWN
+    }
+
+    /// Whether the programs can load the caller's ids, cgroup and `comm`
+    /// straight from its task (with [`Config::task_btf`]) instead of
+    /// calling a helper for each.
+    pub const fn can_load_caller(&self) -> bool {
+        self.task_cred != OFFSET_UNKNOWN
+            && self.cred_uid != OFFSET_UNKNOWN
+            && self.cred_gid != OFFSET_UNKNOWN
+            && self.task_cgroups != OFFSET_UNKNOWN
+            && self.css_set_dfl_cgrp != OFFSET_UNKNOWN
+            && self.cgroup_kn != OFFSET_UNKNOWN
+            && self.kernfs_node_id != OFFSET_UNKNOWN
+            && self.task_comm != OFFSET_UNKNOWN
     }
 
     /// Whether the programs can read the caller's network namespace.
@@ -293,8 +335,8 @@ impl Config {
         dns_extra_port: 0,
         dns_wakeup_bytes: 0,
         empty_programs: 0,
-        reserved: 0,
+        task_btf: 0,
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 200);
+const _: () = assert!(core::mem::size_of::<Config>() == 232);

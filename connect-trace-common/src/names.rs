@@ -50,7 +50,8 @@ pub mod counter {
     /// A record was dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 0;
     /// A connect() exit had no matching entry (the call began before the
-    /// programs were attached, or its in-flight slot was refused).
+    /// programs were attached, or its in-flight entry was refused or
+    /// evicted while the call was inside connect()).
     pub const EXIT_WITHOUT_ENTRY: u32 = 1;
     /// The in-flight map refused an entry.
     pub const IN_FLIGHT_FULL: u32 = 2;

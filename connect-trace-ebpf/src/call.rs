@@ -13,6 +13,7 @@ use connect_trace_common::{
 };
 
 use crate::{
+    config::config,
     maps::{EVENTS, PENDING, count, count_outcome, wakeup_flags},
     recent, task, words,
 };
@@ -116,11 +117,16 @@ pub fn report(
 /// cgroup, network namespace, `comm`).
 #[inline(always)]
 pub fn current_caller(record: *mut ConnectRecord, pid_tgid: u64) {
+    // SAFETY: as in `report`, which hands over the reserved record.
+    unsafe { (*record).tid = pid_tgid as u32 };
+    if config!(task_btf) != 0 && config!(kernel).can_load_caller() {
+        // SAFETY: as above.
+        unsafe { task::load_caller(record) };
+        return;
+    }
     let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: as in `report`, which hands over the reserved record; the
-    // helpers have no preconditions.
+    // SAFETY: as above; the helpers have no preconditions.
     unsafe {
-        (*record).tid = pid_tgid as u32;
         (*record).uid = uid_gid as u32;
         (*record).gid = (uid_gid >> 32) as u32;
         (*record).cgroup_id = bpf_get_current_cgroup_id();

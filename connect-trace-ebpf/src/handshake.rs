@@ -117,9 +117,13 @@ fn on_state_change(sock: u64, old: u32, new: u32) {
 fn on_syn(sock: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Some(call) = IN_FLIGHT.get_ptr_mut(&pid_tgid) {
-        // SAFETY: the entry belongs to this thread, which is inside connect().
-        tie(unsafe { &mut *call }, sock, pid_tgid, pid_tgid);
-        return;
+        // SAFETY: the entry belongs to this thread, which is inside
+        // connect() if the entry is active.
+        let call = unsafe { &mut *call };
+        if call.active != 0 {
+            tie(call, sock, pid_tgid, pid_tgid);
+            return;
+        }
     }
     if let Some((call, request)) = io_uring::call_of(sock) {
         // SAFETY: a request between submission and completion; only this
@@ -175,8 +179,8 @@ fn unreturned_call(pending: &PendingHandshake, sock: u64) -> Option<*mut InFligh
         _ => return None,
     };
     // SAFETY: a live map entry; only read here.
-    let handshake = unsafe { &(*call).handshake };
-    (handshake.sock == sock && handshake.syn_ns == pending.syn_ns).then_some(call)
+    let (active, handshake) = unsafe { ((*call).active, &(*call).handshake) };
+    (active != 0 && handshake.sock == sock && handshake.syn_ns == pending.syn_ns).then_some(call)
 }
 
 /// SYN_SENT→ESTABLISHED or →CLOSE: the end of a handshake, if followed.

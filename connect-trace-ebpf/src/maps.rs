@@ -18,13 +18,16 @@ use crate::config::config;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
-/// connect() calls between entry and exit, by thread. A plain preallocated
-/// hash map: the exit program removes every entry the entry program adds
-/// (the exit tracepoint runs even for a thread killed in the call), and a
-/// plain map costs less per call than an LRU one. A full map is counted,
-/// not silent.
+/// connect() calls between entry and exit, by thread. Each thread keeps
+/// its entry from one call to the next, marked idle (`active == 0`) when a
+/// call returns: after its first call a thread's entry is only looked up,
+/// which the verifier inlines, instead of inserted and deleted on every
+/// call, the two most costly steps of the syscall programs (measured: see
+/// docs/performance.md). LRU, so entries of threads that are gone make way
+/// for new ones; one evicted while its call was inside connect() leaves
+/// the call reported without its address, counted as an exit without entry.
 #[map]
-pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
+pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
 /// Scratch space: an `InFlight` is too large to build on the 512-byte BPF
 /// stack comfortably, so it is assembled here and copied in. One slot per

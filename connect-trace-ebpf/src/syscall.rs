@@ -2,7 +2,7 @@
 //! exit reports the call.
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
@@ -39,11 +39,12 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     let fd: u64 = field::<u64, { layout::ENTER_FD }>(ctx, offsets.enter_fd)?;
     let uaddr: u64 = field::<u64, { layout::ENTER_ADDR }>(ctx, offsets.enter_addr)?;
     let addrlen: u64 = field::<u64, { layout::ENTER_ADDRLEN }>(ctx, offsets.enter_addrlen)?;
-    let Some(slot) = SCRATCH.get_ptr_mut(scratch::ENTER) else {
-        return Err(-1);
+    let Some(slot) = thread_entry(pid_tgid) else {
+        count(counter::IN_FLIGHT_FULL);
+        return Ok(());
     };
-    // SAFETY: this program's scratch slot on this CPU, where it never
-    // runs twice at once.
+    // SAFETY: this thread's own entry; the thread is entering connect(), so
+    // nothing else writes it (a handshake end only joins an active call).
     let slot = unsafe { &mut *slot };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     slot.start_ns = unsafe { bpf_ktime_get_ns() };
@@ -54,13 +55,26 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     // SAFETY: the slot's own field; all zeroes is `Handshake::default()`.
     unsafe { words::zero(&raw mut slot.handshake) };
     call::read_address(slot, uaddr);
-    if IN_FLIGHT
-        .insert(&pid_tgid, slot, u64::from(BPF_ANY))
-        .is_err()
-    {
-        count(counter::IN_FLIGHT_FULL);
-    }
+    slot.active = 1;
     Ok(())
+}
+
+/// The calling thread's entry in [`IN_FLIGHT`], added on its first call.
+#[inline(always)]
+fn thread_entry(pid_tgid: u64) -> Option<*mut InFlight> {
+    if let Some(entry) = IN_FLIGHT.get_ptr_mut(&pid_tgid) {
+        return Some(entry);
+    }
+    let blank = SCRATCH.get_ptr_mut(scratch::ENTER)?;
+    // SAFETY: this program's scratch slot on this CPU, where it never runs
+    // twice at once; only its `active` field matters (0: idle).
+    unsafe { (*blank).active = 0 };
+    // SAFETY: as above.
+    let blank = unsafe { &*blank };
+    IN_FLIGHT
+        .insert(&pid_tgid, blank, u64::from(BPF_NOEXIST))
+        .ok()?;
+    IN_FLIGHT.get_ptr_mut(&pid_tgid)
 }
 
 /// Attached to `syscalls/sys_exit_connect`.
@@ -78,11 +92,18 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
 
 fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     let ret: i64 = field::<i64, { layout::EXIT_RET }>(ctx, config!(tracepoints.exit_ret))?;
+    let entry = IN_FLIGHT
+        .get_ptr_mut(&pid_tgid)
+        // SAFETY: a live map entry; only its flag is read.
+        .filter(|&entry| unsafe { (*entry).active } != 0);
     if ret == 0 && config!(failures_only) != 0 {
-        let _ = IN_FLIGHT.remove(&pid_tgid);
+        if let Some(entry) = entry {
+            // SAFETY: this thread's own entry, which it is leaving.
+            unsafe { (*entry).active = 0 };
+        }
         return Ok(());
     }
-    let (in_flight, seen) = match IN_FLIGHT.get_ptr_mut(&pid_tgid) {
+    let (in_flight, seen) = match entry {
         Some(in_flight) => (in_flight, true),
         None => {
             // The call's start was not seen: it began before tracing did,
@@ -100,7 +121,7 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         call::current_caller(record, pid_tgid);
     });
     if seen {
-        let _ = IN_FLIGHT.remove(&pid_tgid);
+        in_flight.active = 0;
     }
     reported
 }
@@ -123,6 +144,7 @@ fn unseen_start() -> Result<*mut InFlight, i64> {
     unseen.addr_flags = addr_flags::NOT_SEEN;
     unseen.flags = 0;
     unseen.via = via::SYSCALL;
+    unseen.active = 0;
     unseen.addr[0] = 0;
     unseen.addr[1] = 0;
     Ok(slot)

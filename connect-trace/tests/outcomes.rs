@@ -365,6 +365,53 @@ fn the_fallback_paths_give_the_same_records() {
     assert_eq!(resolved[0].attempt.destination().port, Some(port));
     assert!(resolved[0].handshake_ns.is_some());
     assert_eq!(resolved[1].outcome, Outcome::Failed(Some(libc::ENOENT)));
+    assert_caller_is_this_thread(&resolved[1]);
+}
+
+/// The caller's ids, cgroup, network namespace and name come either from
+/// loads through the kernel's typed task pointer or, on kernels without it
+/// and on the fallback paths, from one helper each: both must give this
+/// thread's own.
+#[test]
+fn the_caller_is_the_thread_that_called() {
+    let mut traced = Traced::start();
+    let unix = socket(libc::AF_UNIX, libc::SOCK_STREAM);
+    let path = RawAddr::unix(b"/nonexistent/connect-trace.sock");
+    assert_eq!(
+        connect_raw(unix.as_raw_fd(), path.as_ptr(), path.len),
+        libc::ENOENT
+    );
+    let resolved = traced.resolved_of(gettid(), 1, QUICK);
+    assert_caller_is_this_thread(&resolved[0]);
+}
+
+/// Asserts that `resolved` carries the calling thread's identity.
+fn assert_caller_is_this_thread(resolved: &ResolvedAttempt) {
+    let attempt = &resolved.attempt;
+    // SAFETY: plain getters.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    assert_eq!((attempt.uid(), attempt.gid()), (uid, gid));
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    assert_eq!(attempt.comm(), comm.trim_end().as_bytes());
+    let netns = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    assert_eq!(
+        format!("net:[{}]", attempt.netns().unwrap()),
+        netns.to_string_lossy()
+    );
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap();
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|root| std::path::Path::new(root).join("cgroup.procs").exists())
+        .unwrap();
+    let directory = std::fs::metadata(format!("{root}{path}")).unwrap();
+    assert_eq!(
+        attempt.cgroup_id(),
+        std::os::unix::fs::MetadataExt::ino(&directory)
+    );
 }
 
 #[test]

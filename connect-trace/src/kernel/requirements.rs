@@ -132,7 +132,7 @@ macro_rules! member {
 
 /// Every struct member the programs read. None is required: without BTF
 /// tracing works, with the losses each names.
-pub const BTF_MEMBERS: [BtfMember; 24] = [
+pub const BTF_MEMBERS: [BtfMember; 31] = [
     member!(
         [("sock", "sk_err")],
         sock_sk_err,
@@ -188,6 +188,13 @@ pub const BTF_MEMBERS: [BtfMember; 24] = [
         IO_WORKER_NAME_LOST
     ),
     member!([("task_struct", "comm")], task_comm, IO_WORKER_NAME_LOST),
+    member!([("task_struct", "cred")], task_cred, CALLER_SLOWER),
+    member!([("cred", "uid")], cred_uid, CALLER_SLOWER),
+    member!([("cred", "gid")], cred_gid, CALLER_SLOWER),
+    member!([("task_struct", "cgroups")], task_cgroups, CALLER_SLOWER),
+    member!([("css_set", "dfl_cgrp")], css_set_dfl_cgrp, CALLER_SLOWER),
+    member!([("cgroup", "kn")], cgroup_kn, CALLER_SLOWER),
+    member!([("kernfs_node", "id")], kernfs_node_id, CALLER_SLOWER),
     member!([("io_kiocb", "file")], io_request_file, IO_URING_LOST),
     member!(
         [("io_kiocb", "cqe"), ("io_cqe", "fd")],
@@ -215,6 +222,8 @@ const SOCKET_LOST: &str =
     "a status check is matched to its attempt by process and descriptor only, not by socket";
 const NETNS_LOST: &str = "records carry no network namespace (netns null), and DNS names cannot be told apart by namespace";
 const DESTINATION_LOST: &str = "TCP handshakes no call was seen for (kernel sockets, 32-bit programs, TCP Fast Open) are reported without their destination";
+const CALLER_SLOWER: &str =
+    "nothing is lost, but each record's ids, cgroup and name cost a helper call each";
 const IO_WORKER_NAME_LOST: &str =
     "handshakes started by io_uring worker threads carry the worker's name, not the program's";
 const SOCKET_NETNS_LOST: &str = "DNS answers cannot be told apart by network namespace (server_name may come from another namespace's answer)";
@@ -277,6 +286,18 @@ fn io_uring_submit_offsets(
 ) -> Result<(u32, u32, u32), TracefsError> {
     let field = |name: &str| tracefs.field_offset(submit.category, submit.name, name);
     Ok((field("req")?, field("opcode")?, field("flags")?))
+}
+
+/// Whether tracepoint programs can get a typed pointer to the current task
+/// (`bpf_get_current_task_btf`, Linux 5.11), through which they read task
+/// members without a helper call each. A failed probe counts as no: the
+/// programs then read them as on older kernels.
+pub fn task_btf_available() -> bool {
+    aya::sys::is_helper_supported(
+        aya::programs::ProgramType::TracePoint,
+        aya::sys::BpfHelper::BPF_FUNC_get_current_task_btf,
+    )
+    .unwrap_or(false)
 }
 
 /// Reads the offset of every member of [`BTF_MEMBERS`] from `btf`. A

@@ -306,7 +306,7 @@ impl Tracer {
             dns_extra_port: DnsSettings::extra_port(config.dns.as_ref()),
             dns_wakeup_bytes: u64::from(DnsSettings::ring_bytes(config.dns.as_ref()) / 4),
             empty_programs: u32::from(config.empty_programs),
-            reserved: 0,
+            task_btf: u32::from(!config.fallback_paths_only && requirements::task_btf_available()),
         };
 
         let mut ebpf = EbpfLoader::new()
@@ -535,9 +535,11 @@ impl Tracer {
                 sweep.expired += 1;
             }
         }
-        // A thread whose exit the kernel skipped leaves its in-flight entry
-        // behind; once the thread is gone nothing will ever remove it.
-        let mut abandoned = Vec::new();
+        // Each thread keeps its in-flight entry between calls. Once the
+        // thread is gone the entry only waits to be evicted; remove it, and
+        // count it if a call was still open in it: the kernel skipped that
+        // call's exit.
+        let mut gone = Vec::new();
         for entry in self.in_flight.iter() {
             let Ok((pid_tgid, call)) = entry else {
                 continue;
@@ -546,11 +548,11 @@ impl Tracer {
             if now_ns.saturating_sub(call.start_ns) > max_age_ns
                 && !std::path::Path::new(&format!("/proc/{tgid}/task/{tid}")).exists()
             {
-                abandoned.push(pid_tgid);
+                gone.push((pid_tgid, call.active != 0));
             }
         }
-        for pid_tgid in abandoned {
-            if self.in_flight.remove(&pid_tgid).is_ok() {
+        for (pid_tgid, open) in gone {
+            if self.in_flight.remove(&pid_tgid).is_ok() && open {
                 sweep.calls_abandoned += 1;
             }
         }
