@@ -615,18 +615,27 @@ pub fn destination_key(out: &mut String, attempt: &ConnectAttempt) {
         }
         (_, Address::V6(ip)) => write!(out, "[{ip}]:{port}"),
         (_, Address::UnixPath(path)) => {
-            out.push_str(&String::from_utf8_lossy(path));
+            push_lossy(out, path);
             Ok(())
         }
         (_, Address::UnixAbstract(name)) => {
             out.push('@');
-            out.push_str(&String::from_utf8_lossy(name));
+            push_lossy(out, name);
             Ok(())
         }
         (Some(Family::Unspec), Address::None) => write!(out, "unspec"),
         (Some(Family::Other(number)), Address::None) => write!(out, "family:{number}"),
         (_, Address::None) => write!(out, "unknown"),
     };
+}
+
+/// Appends `bytes` as text, invalid UTF-8 as U+FFFD: checked first, since
+/// `String::from_utf8_lossy` walks even valid text more slowly.
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
 }
 
 #[cfg(test)]

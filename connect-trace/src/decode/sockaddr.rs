@@ -200,10 +200,10 @@ fn unix_address(path: &[u8]) -> Address<'_> {
         None => Address::UnixPath(&[]),
         Some((0, name)) => Address::UnixAbstract(name),
         Some(_) => {
-            let end = path
-                .iter()
-                .position(|&byte| byte == 0)
-                .unwrap_or(path.len());
+            // memchr: the address is decoded once per stage that needs it,
+            // and a byte loop here took the aggregate and Prometheus stages
+            // from 225 to 520 ns per unix event (examples/pipeline_cost.rs).
+            let end = memchr::memchr(0, path).unwrap_or(path.len());
             Address::UnixPath(&path[..end])
         }
     }

@@ -133,14 +133,14 @@ impl JsonLines {
         out.extend_from_slice(b",\"netns\":");
         text::optional_number(out, attempt.netns());
         out.extend_from_slice(b",\"via\":");
-        text::string(out, attempt.via().name());
+        text::name(out, attempt.via().name());
         out.extend_from_slice(b",\"fd\":");
         text::optional_number(out, known_fd.then(|| attempt.fd()));
         out.extend_from_slice(b",\"family\":");
         match destination.family {
             None => text::null(out),
             Some(Family::Other(number)) => text::number(out, number),
-            Some(known) => text::string(out, known.name().unwrap_or_default()),
+            Some(known) => text::name(out, known.name().unwrap_or_default()),
         }
         out.extend_from_slice(b",\"addr\":");
         let mut addr_hex = None;
@@ -187,25 +187,25 @@ impl JsonLines {
         out.extend_from_slice(b",\"addrlen\":");
         text::number(out, attempt.addrlen());
         out.extend_from_slice(b",\"addr_error\":");
-        text::optional_string(out, destination.problem.map(|problem| problem.name()));
+        text::optional_name(out, destination.problem.map(|problem| problem.name()));
         out.extend_from_slice(b",\"ret\":");
         text::optional_number(out, call.then(|| attempt.ret()));
         out.extend_from_slice(b",\"errno\":");
         text::optional_number(out, errno);
         out.extend_from_slice(b",\"errno_name\":");
-        text::optional_string(out, errno.and_then(errno::name));
+        text::optional_name(out, errno.and_then(errno::name));
         out.extend_from_slice(b",\"errno_class\":");
-        text::optional_string(out, errno.and_then(errno::class_name));
+        text::optional_name(out, errno.and_then(errno::class_name));
         out.extend_from_slice(b",\"latency_ns\":");
         text::optional_number(out, attempt.latency_ns());
         out.extend_from_slice(b",\"outcome\":");
-        text::string(out, resolved.outcome.name());
+        text::name(out, resolved.outcome.name());
         out.extend_from_slice(b",\"final_errno\":");
         text::optional_number(out, final_errno);
         out.extend_from_slice(b",\"final_errno_name\":");
-        text::optional_string(out, final_errno.and_then(errno::name));
+        text::optional_name(out, final_errno.and_then(errno::name));
         out.extend_from_slice(b",\"final_errno_class\":");
-        text::optional_string(out, final_errno.and_then(errno::class_name));
+        text::optional_name(out, final_errno.and_then(errno::class_name));
         out.extend_from_slice(b",\"handshake_ns\":");
         text::optional_number(out, resolved.handshake_ns);
         out.extend_from_slice(b",\"repeat\":");

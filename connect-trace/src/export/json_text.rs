@@ -76,6 +76,23 @@ pub(crate) fn optional_string(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
+/// Appends one of our own names (an errno's, an outcome's, ...) as a JSON
+/// string: they never need an escape, so they are copied without a scan.
+pub(crate) fn name(out: &mut Vec<u8>, name: &'static str) {
+    debug_assert!(!name.bytes().any(needs_escape), "{name:?} needs an escape");
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
+/// Appends [`name`], or `null`.
+pub(crate) fn optional_name(out: &mut Vec<u8>, name: Option<&'static str>) {
+    match name {
+        Some(known) => self::name(out, known),
+        None => null(out),
+    }
+}
+
 /// Appends `null`.
 pub(crate) fn null(out: &mut Vec<u8>) {
     out.extend_from_slice(b"null");
@@ -109,6 +126,25 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    /// Every byte that needs an escape, and some that do not, at every
+    /// position of strings of several lengths: escaped exactly where
+    /// serde_json escapes.
+    #[test]
+    fn an_escape_is_found_at_any_position() {
+        let bytes = (0u8..0x20).chain([b'"', b'\\', b' ', b'~', 0x7f]);
+        for byte in bytes {
+            for len in [7, 8, 9, 16, 23, 24, 25] {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    let text = String::from_utf8(text).unwrap();
+                    let ours = as_string(|out| string(out, &text));
+                    assert_eq!(ours, serde_json::to_string(&text).unwrap(), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
