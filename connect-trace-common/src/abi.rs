@@ -104,9 +104,11 @@ pub struct InFlight {
     pub flags: u32,
     /// [`via`]: how the call was made.
     pub via: u32,
-    /// 1 while the call is inside connect(), 0 once it has returned: a
-    /// thread's entry in `IN_FLIGHT` outlives its calls (see the map).
-    pub active: u32,
+    /// The calling thread's id while the call is inside connect() (or an
+    /// io_uring request is under way), 0 once it has returned: a thread's
+    /// entry in `IN_FLIGHT` outlives its calls (see the map), and an entry
+    /// the map gave to another thread is never taken for this one's.
+    pub caller_tid: u32,
     /// The first `min(addrlen, SOCKADDR_MAX)` bytes of the address.
     pub addr: [u8; SOCKADDR_MAX],
 }

@@ -118,9 +118,9 @@ fn on_syn(sock: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if let Some(call) = IN_FLIGHT.get_ptr_mut(&pid_tgid) {
         // SAFETY: the entry belongs to this thread, which is inside
-        // connect() if the entry is active.
+        // connect() if the entry names it.
         let call = unsafe { &mut *call };
-        if call.active != 0 {
+        if call.caller_tid == pid_tgid as u32 {
             tie(call, sock, pid_tgid, pid_tgid);
             return;
         }
@@ -179,8 +179,8 @@ fn unreturned_call(pending: &PendingHandshake, sock: u64) -> Option<*mut InFligh
         _ => return None,
     };
     // SAFETY: a live map entry; only read here.
-    let (active, handshake) = unsafe { ((*call).active, &(*call).handshake) };
-    (active != 0 && handshake.sock == sock && handshake.syn_ns == pending.syn_ns).then_some(call)
+    let (caller, handshake) = unsafe { ((*call).caller_tid, &(*call).handshake) };
+    (caller != 0 && handshake.sock == sock && handshake.syn_ns == pending.syn_ns).then_some(call)
 }
 
 /// SYN_SENT→ESTABLISHED or →CLOSE: the end of a handshake, if followed.

@@ -126,8 +126,8 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     call.start_ns = unsafe { bpf_ktime_get_ns() };
     call.flags = 0;
     call.via = via::IO_URING;
-    // Inside its call until it completes, when its entry is removed.
-    call.active = 1;
+    // Under way until it completes, when its entry is removed.
+    call.caller_tid = pid_tgid as u32;
     call.handshake = Handshake::default();
     // The request was prepared before this tracepoint: its descriptor and
     // address pointer are in place, and the address is still the caller's.

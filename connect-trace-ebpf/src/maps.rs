@@ -19,7 +19,7 @@ use crate::config::config;
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 /// connect() calls between entry and exit, by thread. Each thread keeps
-/// its entry from one call to the next, marked idle (`active == 0`) when a
+/// its entry from one call to the next, marked idle (`caller_tid == 0`) when a
 /// call returns: after its first call a thread's entry is only looked up,
 /// which the verifier inlines, instead of inserted and deleted on every
 /// call. Those two were the costliest steps of the syscall programs: per

@@ -44,7 +44,7 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: this thread's own entry; the thread is entering connect(), so
-    // nothing else writes it (a handshake end only joins an active call).
+    // nothing else writes it (a handshake end only joins a call under way).
     let slot = unsafe { &mut *slot };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     slot.start_ns = unsafe { bpf_ktime_get_ns() };
@@ -55,7 +55,7 @@ fn save_in_flight(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     // SAFETY: the slot's own field; all zeroes is `Handshake::default()`.
     unsafe { words::zero(&raw mut slot.handshake) };
     call::read_address(slot, uaddr);
-    slot.active = 1;
+    slot.caller_tid = pid_tgid as u32;
     Ok(())
 }
 
@@ -67,8 +67,8 @@ fn thread_entry(pid_tgid: u64) -> Option<*mut InFlight> {
     }
     let blank = SCRATCH.get_ptr_mut(scratch::ENTER)?;
     // SAFETY: this program's scratch slot on this CPU, where it never runs
-    // twice at once; only its `active` field matters (0: idle).
-    unsafe { (*blank).active = 0 };
+    // twice at once; only its `caller_tid` matters (0: idle).
+    unsafe { (*blank).caller_tid = 0 };
     // SAFETY: as above.
     let blank = unsafe { &*blank };
     IN_FLIGHT
@@ -94,12 +94,12 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
     let ret: i64 = field::<i64, { layout::EXIT_RET }>(ctx, config!(tracepoints.exit_ret))?;
     let entry = IN_FLIGHT
         .get_ptr_mut(&pid_tgid)
-        // SAFETY: a live map entry; only its flag is read.
-        .filter(|&entry| unsafe { (*entry).active } != 0);
+        // SAFETY: a live map entry; only its caller is read.
+        .filter(|&entry| unsafe { (*entry).caller_tid } == pid_tgid as u32);
     if ret == 0 && config!(failures_only) != 0 {
         if let Some(entry) = entry {
             // SAFETY: this thread's own entry, which it is leaving.
-            unsafe { (*entry).active = 0 };
+            unsafe { (*entry).caller_tid = 0 };
         }
         return Ok(());
     }
@@ -121,7 +121,7 @@ fn report_call(ctx: &TracePointContext, pid_tgid: u64) -> Result<(), i64> {
         call::current_caller(record, pid_tgid);
     });
     if seen {
-        in_flight.active = 0;
+        in_flight.caller_tid = 0;
     }
     reported
 }
@@ -144,7 +144,7 @@ fn unseen_start() -> Result<*mut InFlight, i64> {
     unseen.addr_flags = addr_flags::NOT_SEEN;
     unseen.flags = 0;
     unseen.via = via::SYSCALL;
-    unseen.active = 0;
+    unseen.caller_tid = 0;
     unseen.addr[0] = 0;
     unseen.addr[1] = 0;
     Ok(slot)

@@ -548,7 +548,7 @@ impl Tracer {
             if now_ns.saturating_sub(call.start_ns) > max_age_ns
                 && !std::path::Path::new(&format!("/proc/{tgid}/task/{tid}")).exists()
             {
-                gone.push((pid_tgid, call.active != 0));
+                gone.push((pid_tgid, call.caller_tid != 0));
             }
         }
         for (pid_tgid, open) in gone {
