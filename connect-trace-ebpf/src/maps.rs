@@ -27,9 +27,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 /// and `exit_connect` from 1,102 to 743 ns.
 ///
 /// LRU, so the entries of threads that are gone make way for new ones. The
-/// kernel evicts only once the map is full, so an entry is lost mid-call
-/// only when 16,384 other threads connect during that call; the call is
-/// then reported without its address, counted as an exit without entry.
+/// kernel evicts only once the map is nearly full (each CPU keeps a small
+/// cache of free entries), so an entry is lost mid-call only when some
+/// 16,000 other threads connect during that call; the call is then
+/// reported without its address, counted as an exit without entry.
 #[map]
 pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
