@@ -358,8 +358,13 @@ fn without_tracefs_mounted_it_tries_a_private_mount() {
     require_root();
     // tracefs unmounted in a private mount namespace: the check mounts it in
     // a namespace of its own, and afterwards it is still not mounted here.
+    // debugfs goes too: while it is mounted, looking under
+    // /sys/kernel/debug/tracing makes the kernel automount tracefs there
+    // (as it would for `run`), and a host where bpftrace or perf has run
+    // has it mounted.
     let script = format!(
         "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug/tracing 2>/dev/null; \
+         umount -l /sys/kernel/debug 2>/dev/null; \
          if grep -q ' tracefs ' /proc/self/mounts; then echo 'tracefs still mounted' >&2; exit 97; fi; \
          {BINARY} check; status=$?; \
          if grep -q ' tracefs ' /proc/self/mounts; then echo 'the check left tracefs mounted' >&2; exit 98; fi; \
