@@ -188,6 +188,13 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `struct kernfs_node.id`: the cgroup id.
     pub kernfs_node_id: u32,
+    /// `struct tcp_sock.snd_una`: the first byte not yet acknowledged.
+    /// With [`KernelOffsets::tcp_write_seq`] it tells, as a socket is freed,
+    /// whether its SYN was ever acknowledged.
+    pub tcp_snd_una: u32,
+    /// `struct tcp_sock.write_seq`: one past the last byte queued (the SYN
+    /// takes one).
+    pub tcp_write_seq: u32,
     /// Padding; always zero.
     pub reserved: u32,
 }
@@ -226,6 +233,8 @@ impl KernelOffsets {
         css_set_dfl_cgrp: OFFSET_UNKNOWN,
         cgroup_kn: OFFSET_UNKNOWN,
         kernfs_node_id: OFFSET_UNKNOWN,
+        tcp_snd_una: OFFSET_UNKNOWN,
+        tcp_write_seq: OFFSET_UNKNOWN,
         reserved: 0,
     };
 
@@ -339,4 +348,4 @@ impl Config {
     };
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 232);
+const _: () = assert!(core::mem::size_of::<Config>() == 240);

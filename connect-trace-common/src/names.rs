@@ -37,6 +37,10 @@ pub mod program {
     /// Attached to the raw tracepoint `inet_sock_set_state` (preferred):
     /// handshake ends.
     pub const HANDSHAKE_END: &str = "handshake_end";
+    /// Attached to the raw tracepoint `tcp_destroy_sock`: the end of a
+    /// followed handshake whose state change the kernel did not report,
+    /// caught as its socket is freed.
+    pub const HANDSHAKE_GONE: &str = "handshake_gone";
     /// Attached to `io_uring/io_uring_submit_req` (`io_uring_submit_sqe`
     /// on older kernels, such as 6.1): connect requests as they are
     /// submitted.
@@ -69,8 +73,11 @@ pub mod counter {
     /// The io_uring request map refused an entry: that connect request is
     /// not reported (a TCP one is still counted by its handshake).
     pub const IO_URING_FULL: u32 = 7;
+    /// A followed handshake's end was caught only as its socket was freed:
+    /// the kernel never reported its last state change.
+    pub const ENDS_AT_CLOSE: u32 = 8;
     /// Number of slots.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Entries of the `RECENT` table: a direct-mapped table, one slot per hash

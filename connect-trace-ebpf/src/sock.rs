@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use connect_trace_common::{
-    abi::{InFlight, OUTCOME_ERR_UNKNOWN, addr_flags},
+    abi::{InFlight, OUTCOME_ERR_UNKNOWN, addr_flags, tcp_state},
     config::OFFSET_UNKNOWN,
 };
 
@@ -27,6 +27,31 @@ pub fn error(sock: u64) -> i32 {
     let field = (sock + u64::from(offset)) as *const i32;
     // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
     unsafe { bpf_probe_read_kernel(field) }.unwrap_or(OUTCOME_ERR_UNKNOWN)
+}
+
+/// How the handshake of `sock`, a socket being freed (always in CLOSE),
+/// ended, as `(state, error)` for a `Handshake`: ESTABLISHED if its SYN
+/// was ever acknowledged (a SYN in flight is the one byte between
+/// `snd_una` and `write_seq`), else CLOSE with `sk_err`, or with an
+/// unknown error once the application has read it. `None` when BTF did
+/// not locate the sequence numbers; `fast_open` too, as data sent with
+/// the SYN also lies between them.
+#[inline(always)]
+pub fn end_at_close(sock: u64, fast_open: bool) -> Option<(u32, i32)> {
+    let offsets = config!(kernel);
+    if fast_open || offsets.tcp_snd_una == OFFSET_UNKNOWN || offsets.tcp_write_seq == OFFSET_UNKNOWN
+    {
+        return None;
+    }
+    let unacknowledged = read::<u32>(sock, offsets.tcp_write_seq)?
+        .wrapping_sub(read::<u32>(sock, offsets.tcp_snd_una)?);
+    if unacknowledged != 1 {
+        return Some((tcp_state::ESTABLISHED, 0));
+    }
+    Some(match error(sock) {
+        0 => (tcp_state::CLOSE, OUTCOME_ERR_UNKNOWN),
+        error => (tcp_state::CLOSE, error),
+    })
 }
 
 /// Whether the socket is connecting on behalf of sendto()/sendmsg() with

@@ -53,6 +53,9 @@ pub struct Delivery {
     /// Handshakes the kernel followed whose end it never saw, removed from
     /// its table once older than any handshake lasts.
     pub handshakes_expired: u64,
+    /// Handshake ends the kernel never reported as a state change, caught
+    /// as the socket was freed and reported then (not lost).
+    pub handshake_ends_at_close: u64,
     /// Attempts left out by `--container`, `--pod` or `--namespace` (which
     /// the kernel cannot test, and counts).
     pub records_filtered: u64,
@@ -190,6 +193,7 @@ impl Ledger {
             // entry; an io_uring request it had no room for does not.
             calls_unseen: counters.exit_without_entry + counters.io_uring_full,
             status_checks_unmatched: counters.recent_evicted,
+            handshake_ends_at_close: counters.ends_at_close,
             events_missed: kernel.skipped_runs(),
             dns_responses_lost: dns.kernel.ringbuf_full,
             dns_names_evicted: dns.cache.evicted,
@@ -217,6 +221,7 @@ impl Delivery {
             calls_unseen,
             status_checks_unmatched,
             handshakes_expired,
+            handshake_ends_at_close,
             records_filtered,
             events_missed,
             dns_responses_lost,
@@ -233,6 +238,7 @@ impl Delivery {
              {outcomes_unmatched} outcomes without their call, \
              {status_checks_unmatched} status-check entries displaced, \
              {handshakes_expired} handshakes whose end the kernel never saw, \
+             {handshake_ends_at_close} handshake ends caught only at close, \
              {records_filtered} left out by workload filters, \
              {events_missed} program runs the kernel skipped, \
              {dns_responses_lost} DNS responses lost (DNS ring buffer full), \

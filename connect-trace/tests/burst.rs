@@ -265,6 +265,12 @@ fn a_burst_of_40000_handshakes_is_bounded_given_back_and_never_mixed_up() {
     let stopped = daemon.stop_counted(libc::SIGTERM);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert_eq!(stopped.count("records_lost"), 0);
+    // Under this burst the kernel has been seen not to report some of the
+    // timeouts as state changes; those are caught as their sockets close.
+    eprintln!(
+        "handshake ends caught at close: {}",
+        stopped.count("handshake_ends_at_close")
+    );
     assert!(peak <= baseline + 36 * 1024, "peak heap {peak} KiB");
     assert!(
         after <= baseline + 8 * 1024,

@@ -367,6 +367,7 @@ struct DeliveryCollector {
     calls_unseen: IntCounter,
     status_checks_unmatched: IntCounter,
     handshakes_expired: IntCounter,
+    handshake_ends_at_close: IntCounter,
     events_missed: IntCounter,
     pending: IntGauge,
 }
@@ -427,6 +428,10 @@ impl DeliveryCollector {
                 "connect_trace_handshakes_expired_total",
                 "Handshakes the kernel followed but never saw end, removed from its table once older than --resolve-timeout.",
             )?,
+            handshake_ends_at_close: counter(
+                "connect_trace_handshake_ends_at_close_total",
+                "Handshake ends the kernel never reported as a state change, caught as the socket was freed: reported then, from the socket's error.",
+            )?,
             events_missed: counter(
                 "connect_trace_events_missed_total",
                 "Runs of connect-trace's BPF programs the kernel skipped because one was already running on that CPU (recursion misses): calls or handshake events not seen.",
@@ -438,10 +443,11 @@ impl DeliveryCollector {
         })
     }
 
-    fn counters(&self) -> [&IntCounter; 9] {
+    fn counters(&self) -> [&IntCounter; 10] {
         [
             &self.events_missed,
             &self.handshakes_expired,
+            &self.handshake_ends_at_close,
             &self.records_delivered,
             &self.records_written,
             &self.records_unwritten,
@@ -486,6 +492,12 @@ impl Collector for DeliveryCollector {
             &self.status_checks_unmatched,
             delivery.status_checks_unmatched,
         );
+        set(&self.handshakes_expired, delivery.handshakes_expired);
+        set(
+            &self.handshake_ends_at_close,
+            delivery.handshake_ends_at_close,
+        );
+        set(&self.events_missed, delivery.events_missed);
         self.pending
             .set(i64::try_from(delivery.pending).unwrap_or(i64::MAX));
         for vec in self.vecs() {
@@ -564,6 +576,9 @@ mod tests {
                 records_lost: 2,
                 unresolved_capacity: 5,
                 pending: 6,
+                handshakes_expired: 7,
+                handshake_ends_at_close: 8,
+                events_missed: 9,
                 ..Delivery::default()
             };
             Some((delivery, OutcomeTally::from_slots(slots)))
@@ -581,6 +596,9 @@ mod tests {
                 "connect_trace_records_lost_total{record=\"outcome\"} 0",
                 "connect_trace_unresolved_total{reason=\"capacity\"} 5",
                 "connect_trace_pending_attempts 6",
+                "connect_trace_handshakes_expired_total 7",
+                "connect_trace_handshake_ends_at_close_total 8",
+                "connect_trace_events_missed_total 9",
                 "connect_trace_kernel_attempts_total{error=\"ECONNREFUSED\",family=\"inet\",outcome=\"failed\"} 3",
                 "connect_trace_kernel_attempts_total{error=\"none\",family=\"inet\",outcome=\"repeat\"} 1",
             ] {

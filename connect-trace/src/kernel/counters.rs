@@ -37,6 +37,9 @@ pub struct KernelCounters {
     pub recent_evicted: u64,
     /// io_uring connect requests the request map refused.
     pub io_uring_full: u64,
+    /// Handshake ends the kernel did not report, caught as the socket was
+    /// freed.
+    pub ends_at_close: u64,
 }
 
 /// One count per (family, outcome code) slot, summed over CPUs.
@@ -147,7 +150,7 @@ impl KernelStats {
     pub fn counters(&self) -> Result<KernelCounters, MapError> {
         let read =
             |slot: u32| -> Result<u64, MapError> { Ok(self.counters.get(&slot, 0)?.iter().sum()) };
-        const _: () = assert!(counter::COUNT == 8, "read every counter below");
+        const _: () = assert!(counter::COUNT == 9, "read every counter below");
         Ok(KernelCounters {
             attempts: read(counter::ATTEMPTS)?,
             ringbuf_full: read(counter::RINGBUF_FULL)?,
@@ -157,6 +160,7 @@ impl KernelStats {
             outcome_ringbuf_full: read(counter::OUTCOME_RINGBUF_FULL)?,
             recent_evicted: read(counter::RECENT_EVICTED)?,
             io_uring_full: read(counter::IO_URING_FULL)?,
+            ends_at_close: read(counter::ENDS_AT_CLOSE)?,
         })
     }
 

@@ -52,6 +52,11 @@ pub const INET_SOCK_SET_STATE: Tracepoint = Tracepoint {
     purpose: "how each TCP handshake ends",
 };
 
+/// The raw tracepoint `tcp_destroy_sock` (optional): each TCP socket as it
+/// is freed, where a followed handshake whose end the kernel did not report
+/// is caught. Its one argument is the socket; no field is read.
+pub const TCP_DESTROY_SOCK: &str = "tcp_destroy_sock";
+
 /// `io_uring/io_uring_submit_req` (optional): each submitted request.
 pub const IO_URING_SUBMIT: Tracepoint = Tracepoint {
     category: "io_uring",
@@ -132,7 +137,7 @@ macro_rules! member {
 
 /// Every struct member the programs read. None is required: without BTF
 /// tracing works, with the losses each names.
-pub const BTF_MEMBERS: [BtfMember; 31] = [
+pub const BTF_MEMBERS: [BtfMember; 33] = [
     member!(
         [("sock", "sk_err")],
         sock_sk_err,
@@ -216,6 +221,12 @@ pub const BTF_MEMBERS: [BtfMember; 31] = [
         sock_net,
         SOCKET_NETNS_LOST
     ),
+    member!([("tcp_sock", "snd_una")], tcp_snd_una, END_AT_CLOSE_LOST),
+    member!(
+        [("tcp_sock", "write_seq")],
+        tcp_write_seq,
+        END_AT_CLOSE_LOST
+    ),
 ];
 
 const SOCKET_LOST: &str =
@@ -227,6 +238,7 @@ const CALLER_SLOWER: &str =
 const IO_WORKER_NAME_LOST: &str =
     "handshakes started by io_uring worker threads carry the worker's name, not the program's";
 const SOCKET_NETNS_LOST: &str = "DNS answers cannot be told apart by network namespace (server_name may come from another namespace's answer)";
+const END_AT_CLOSE_LOST: &str = "a handshake end the kernel does not report waits for --resolve-timeout instead of being caught as its socket is freed";
 const IO_URING_LOST: &str = "io_uring connect requests are reported without their descriptor or address, or once only by their handshake";
 
 /// The map types the programs use, with what each holds.

@@ -25,7 +25,7 @@ use super::{
     privileges,
     requirements::{
         self, BtfMember, INET_SOCK_SET_STATE, IO_URING_COMPLETE, SYS_ENTER_CONNECT,
-        SYS_EXIT_CONNECT, Tracepoint,
+        SYS_EXIT_CONNECT, TCP_DESTROY_SOCK, Tracepoint,
     },
     tracefs::{Tracefs, TracefsError},
 };
@@ -68,6 +68,11 @@ pub struct TracerConfig {
     /// Attach programs that return at once: what the hooks alone cost, for
     /// the benchmark. Nothing is recorded.
     pub empty_programs: bool,
+    /// For tests: leave the program that sees handshakes end as state
+    /// changes unattached, so that every end must be caught as its socket
+    /// is freed, as it is when the kernel does not report one.
+    #[doc(hidden)]
+    pub handshake_ends_at_close_only: bool,
 }
 
 /// A cgroup v2 that callers must be in or below.
@@ -89,6 +94,7 @@ impl Default for TracerConfig {
             fallback_paths_only: false,
             dns: None,
             empty_programs: false,
+            handshake_ends_at_close_only: false,
         }
     }
 }
@@ -344,17 +350,29 @@ impl Tracer {
                 INET_SOCK_SET_STATE.name,
             )
             .and_then(|start| {
+                if config.handshake_ends_at_close_only {
+                    return Ok(vec![start]);
+                }
                 let end = attach_raw_tracepoint(
                     &mut ebpf,
                     program::HANDSHAKE_END,
                     INET_SOCK_SET_STATE.name,
                 )?;
-                Ok([start, end])
+                Ok(vec![start, end])
             })
         };
         let handshake_hook = match raw {
             Ok(ids) => {
                 program_ids.extend(ids);
+                // A backstop for handshake ends the kernel does not report
+                // (see the program). Without it they wait for the
+                // resolver's timeout, as before.
+                match attach_raw_tracepoint(&mut ebpf, program::HANDSHAKE_GONE, TCP_DESTROY_SOCK) {
+                    Ok(id) => program_ids.push(id),
+                    Err(error) => tracing::debug!(
+                        "handshake ends the kernel does not report wait for the timeout: {error}"
+                    ),
+                }
                 "raw tracepoint inet_sock_set_state"
             }
             Err(error) => {

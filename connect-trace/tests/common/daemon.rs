@@ -142,10 +142,10 @@ impl Daemon {
                     .filter_map(Value::as_u64)
                     .map(|id| u32::try_from(id).unwrap())
                     .collect();
-                // Two syscall programs, one or two for handshakes, two for
-                // io_uring where the kernel has their tracepoints, and the
-                // DNS capture unless --no-dns.
-                assert!((3..=7).contains(&daemon.program_ids.len()), "{started}");
+                // Two syscall programs, one to three for handshakes, two
+                // for io_uring where the kernel has their tracepoints, and
+                // the DNS capture unless --no-dns.
+                assert!((3..=8).contains(&daemon.program_ids.len()), "{started}");
                 daemon.started = started;
             }
             Ready::Metrics(port) => daemon.wait_for_metrics(port),

@@ -72,7 +72,7 @@ pub const SLICE: &[Part] = &[
     },
     Part {
         target: "outcomes",
-        shows: "handshakes followed to their end (connected, refused, timed out, canceled), also on the fallback paths, and the caller's identity read either way",
+        shows: "handshakes followed to their end (connected, refused, timed out, canceled), also on the fallback paths and when caught only as the socket is freed, and the caller's identity read either way",
         tests: &[
             "nonblocking_connect_to_a_listener_is_connected_with_a_handshake_time",
             "nonblocking_connect_to_a_closed_port_is_refused",
@@ -80,6 +80,7 @@ pub const SLICE: &[Part] = &[
             "closing_the_socket_during_syn_sent_is_canceled",
             "the_fallback_paths_give_the_same_records",
             "the_caller_is_the_thread_that_called",
+            "an_end_the_kernel_did_not_report_is_caught_as_the_socket_closes",
         ],
     },
     Part {
