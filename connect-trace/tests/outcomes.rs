@@ -585,7 +585,10 @@ fn an_end_the_kernel_did_not_report_is_caught_as_the_socket_closes() {
     );
     let here = traced.resolved_of(gettid(), 1, QUICK);
     assert_eq!(here[0].outcome, Outcome::Connected, "{here:?}");
-    assert_eq!(traced.tracer.stats().counters().unwrap().ends_at_close, 3);
+    // At least these three: this tracer follows the whole process, where
+    // other tests may be connecting at the same time.
+    let caught = traced.tracer.stats().counters().unwrap().ends_at_close;
+    assert!(caught >= 3, "{caught}");
 }
 
 #[test]
