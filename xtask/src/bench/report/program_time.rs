@@ -120,9 +120,10 @@ impl Report<'_> {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "What bounds it. A refused TCP connect runs six of connect-trace's programs (the \
-             syscall's entry and exit, and each of the two handshake programs on both state \
-             changes); a UDP or unix connect runs two. The column of connect-trace's hooks \
+            "What bounds it. A refused TCP connect runs seven of connect-trace's programs (the \
+             syscall's entry and exit, each of the two handshake programs on both state \
+             changes, and `handshake_gone` as the socket is freed, which catches a handshake \
+             end the kernel did not report); a UDP or unix connect runs two. The column of connect-trace's hooks \
              with programs that return at once is the floor of that design: the cost of \
              entering each program, including the two clock reads the statistics themselves \
              add to every run. No blind-spot coverage adds a program run to a plain \
