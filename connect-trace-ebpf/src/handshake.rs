@@ -100,9 +100,11 @@ pub fn handshake_end(ctx: RawTracePointContext) -> i32 {
 /// happens: under a burst of SYN timeouts on Linux 6.18, some sockets went
 /// SYN_SENT→CLOSE with `sk_err` set and neither `inet_sock_set_state` nor
 /// `inet_sk_error_report` reached any BPF program (ours, or bpftrace's on
-/// the classic tracepoint), with no recursion miss counted. Their end is
-/// reported here instead, from `sk_err`, which still says why unless the
-/// application read it. Costs one map lookup per TCP socket freed.
+/// the classic tracepoint), with no recursion miss counted; the burst test
+/// caught 931 and 1,363 of 9,000 this way. Their end is reported here
+/// instead ([`sock::end_at_close`]). Costs one map lookup per TCP socket
+/// freed: about 150 ns per refused connect on the test VM, where the whole
+/// of a refused connect's programs take about 2,800 ns.
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn handshake_gone(ctx: RawTracePointContext) -> i32 {
     if crate::config::empty() {
