@@ -411,9 +411,13 @@ async fn containers_gone_before_their_records_are_read(docker: &Docker) {
 
 async fn hung_then_stopped_engine(docker: &mut Docker) {
     // Docker only: containerd would answer "not found" for these ids.
+    // The lookup's timeout is far past the hold's 100 ms wait, so that a
+    // sleep overrunning on a loaded machine cannot let the lookup end first
+    // (the record would then go because its lookup ended, not because its
+    // wait ran out).
     let docker_only = LookupConfig {
         containerd_sockets: Vec::new(),
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_secs(1),
         ..lookups_of(docker)
     };
     let mut workloads = workloads(Some(docker_only), true);
