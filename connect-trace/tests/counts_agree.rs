@@ -221,7 +221,22 @@ fn the_kernel_and_the_daemon_count_the_same_mix_the_same_way() {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(resolved.len(), calls, "{resolved:#?}");
+    // A preemptible kernel (all of 7.x) may skip a program run when a task
+    // preempted inside the same program on that CPU (in the kernel matrix
+    // the guests have one) connects too; the skip is counted. A skipped
+    // entry still gives the call's record, without an address, and its
+    // handshake one of its own; a skipped exit loses the call's record.
+    // The kernel's counts and the daemon's must agree either way.
+    let missed = usize::try_from(traced.delivery().events_missed).unwrap();
+    if missed == 0 {
+        assert_eq!(resolved.len(), calls, "{resolved:#?}");
+    } else {
+        assert!(
+            (calls.saturating_sub(missed)..=calls + missed).contains(&resolved.len()),
+            "{} resolved of {calls} calls, {missed} program runs skipped: {resolved:#?}",
+            resolved.len()
+        );
+    }
     let daemon = by_label(resolved.iter().map(|r| (r.counting_slot(), 1)));
     let kernel = by_label(traced.kernel_outcomes().nonzero());
     assert_eq!(kernel, daemon, "kernel counts, then the daemon's");
